@@ -1,0 +1,1 @@
+"""Triton kernels for fastnnp, shipped as ``fastnnp.kernels``."""
