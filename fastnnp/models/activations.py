@@ -1,16 +1,18 @@
 """Activation functions by the names TorchMD-Net checkpoints use."""
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 
+# TorchMD-Net shifts by log(2) rounded to float32, also in float64 models; so do we.
+_LOG2_FLOAT32 = float(torch.log(torch.tensor(2.0, dtype=torch.float32)))
+
+
 class ShiftedSoftplus(nn.Module):
-    """softplus(x) - log(2): zero at the origin."""
+    """softplus(x) - log(2) (float32-rounded log 2, as TorchMD-Net): zero at the origin."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.softplus(x) - math.log(2.0)
+        return nn.functional.softplus(x) - _LOG2_FLOAT32
 
 
 class Swish(nn.Module):

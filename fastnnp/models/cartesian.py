@@ -1,0 +1,68 @@
+"""Rank-2 Cartesian tensors per atom and channel, laid out [N, 3, 3, F].
+
+A tensor X splits into its irreducible parts: the scalar I (X = I·1 + A + S), the
+skew-symmetric A (stored as a vector a with A = skew(a) where convenient) and the symmetric
+traceless S.
+"""
+
+import torch
+from torch import Tensor
+
+
+def skew(vector: Tensor) -> Tensor:
+    """[N, 3, F] vector -> [N, 3, 3, F] skew-symmetric tensor with skew(v) u = v x u."""
+    x, y, z = vector.unbind(1)
+    zero = torch.zeros_like(x)
+    rows = (
+        torch.stack((zero, -z, y), dim=1),
+        torch.stack((z, zero, -x), dim=1),
+        torch.stack((-y, x, zero), dim=1),
+    )
+    return torch.stack(rows, dim=1)
+
+
+def skew_to_vector(tensor: Tensor) -> Tensor:
+    """Inverse of :func:`skew` on the skew part of ``tensor`` [N, 3, 3, F] -> [N, 3, F]."""
+    return 0.5 * torch.stack(
+        (
+            tensor[:, 2, 1] - tensor[:, 1, 2],
+            tensor[:, 0, 2] - tensor[:, 2, 0],
+            tensor[:, 1, 0] - tensor[:, 0, 1],
+        ),
+        dim=1,
+    )
+
+
+def scalar_to_tensor(scalar: Tensor) -> Tensor:
+    """[N, F] -> [N, 3, 3, F] multiple of the identity."""
+    eye = torch.eye(3, dtype=scalar.dtype, device=scalar.device)
+    return scalar[:, None, None, :] * eye[None, :, :, None]
+
+
+def decompose(tensor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """[N, 3, 3, F] -> (I [N, F], A [N, 3, 3, F], S [N, 3, 3, F])."""
+    transpose = tensor.transpose(1, 2)
+    antisym = 0.5 * (tensor - transpose)
+    scalar = tensor.diagonal(dim1=1, dim2=2).mean(-1)
+    sym = 0.5 * (tensor + transpose) - scalar_to_tensor(scalar)
+    return scalar, antisym, sym
+
+
+def compose(scalar: Tensor, antisym: Tensor, sym: Tensor) -> Tensor:
+    """Inverse of :func:`decompose`."""
+    return scalar_to_tensor(scalar) + antisym + sym
+
+
+def traceless_symmetric(tensor: Tensor) -> Tensor:
+    """Symmetric traceless part of [N, 3, 3, F]."""
+    return decompose(tensor)[2]
+
+
+def squared_norm(tensor: Tensor) -> Tensor:
+    """Squared Frobenius norm over the 3x3 axes: [N, 3, 3, F] -> [N, F]."""
+    return (tensor * tensor).sum((1, 2))
+
+
+def channel_matmul(left: Tensor, right: Tensor) -> Tensor:
+    """Matrix product of the 3x3 blocks, channel by channel: [N,3,3,F] x [N,3,3,F]."""
+    return torch.einsum("nikf,nkjf->nijf", left, right)

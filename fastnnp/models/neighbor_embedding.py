@@ -1,0 +1,61 @@
+"""Neighbour embedding shared by the Equivariant Transformer and the Graph Network.
+
+TorchMD-Net's ``NeighborEmbedding`` (ET paper, eq. 3): every atom type has a second embedding
+vector; an atom's neighbourhood embedding is the sum of its neighbours' vectors weighted by a
+learned radial filter, and is mixed with the atom's own embedding by a linear layer::
+
+    W_ij = distance_proj(rbf(d_ij)) * cutoff(d_ij)
+    n_i  = sum_{j != i} W_ij * embedding(z_j)
+    x_i  = combine([x_i, n_i])
+
+Self loops never contribute. Parameter names (``embedding``, ``distance_proj``, ``combine``)
+match TorchMD-Net's state dict.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .radial import CosineCutoff
+
+
+class NeighborEmbedding(nn.Module):
+    def __init__(
+        self,
+        hidden_channels: int,
+        num_rbf: int,
+        cutoff_lower: float,
+        cutoff_upper: float,
+        max_z: int = 100,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(max_z, hidden_channels, dtype=dtype)
+        self.distance_proj = nn.Linear(num_rbf, hidden_channels, dtype=dtype)
+        self.combine = nn.Linear(hidden_channels * 2, hidden_channels, dtype=dtype)
+        self.cutoff = CosineCutoff(cutoff_lower, cutoff_upper)
+
+    def forward(
+        self,
+        z: Tensor,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_weight: Tensor,
+        edge_attr: Tensor,
+        keep: Optional[Tensor] = None,
+    ) -> Tensor:
+        """``x`` [N, F] -> [N, F].
+
+        ``edge_index[0]`` receives, ``edge_index[1]`` sends; ``edge_attr`` is the radial basis of
+        ``edge_weight``. ``keep`` [E] bool selects the edges to use (pass it to drop self
+        loops); ``None`` uses every edge.
+        """
+        if keep is not None:
+            edge_index = edge_index[:, keep]
+            edge_weight = edge_weight[keep]
+            edge_attr = edge_attr[keep]
+        w = self.distance_proj(edge_attr) * self.cutoff(edge_weight).unsqueeze(1)
+        msg = w * self.embedding(z).index_select(0, edge_index[1])
+        neighbors = torch.zeros_like(x).index_add(0, edge_index[0], msg)
+        return self.combine(torch.cat([x, neighbors], dim=1))

@@ -1,0 +1,23 @@
+"""Test set-up. Triton kernels run under the CPU interpreter: this must be set before any
+``triton.jit`` decorator runs, so it is the first thing the test session does."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    return DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
