@@ -46,13 +46,14 @@ def _build(backend: str, weights: str) -> torch.nn.Module:
     from torchmdnet.models.model import create_model
 
     if backend == "torchmdnet-pure":
-        from torchmdnet_oracle import make_pure_torch, pure_torch_tensornet
+        from torchmdnet_oracle import PureTorch, pure_torch_tensornet
 
         with pure_torch_tensornet():
-            model = make_pure_torch(create_model(dict(HPARAMS)))
+            model = PureTorch(create_model(dict(HPARAMS)))
     else:
         model = create_model(dict(HPARAMS))
-    model.load_state_dict({**state, "representation_model.distance.box": torch.zeros(3, 3)})
+    target = model.model if backend == "torchmdnet-pure" else model
+    target.load_state_dict({**state, "representation_model.distance.box": torch.zeros(3, 3)})
     return model.eval()
 
 

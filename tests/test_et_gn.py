@@ -19,8 +19,8 @@ from fastnnp.models.equivariant_transformer import EquivariantTransformer
 from fastnnp.models.graph_network import GraphNetwork
 from fastnnp.neighbors import NeighborList
 
-torchmd_et = pytest.importorskip("torchmdnet.models.torchmd_et")
-torchmd_gn = pytest.importorskip("torchmdnet.models.torchmd_gn")
+from torchmdnet.models import torchmd_et
+from torchmdnet.models import torchmd_gn
 
 MAX_Z = 12
 CUTOFF = 3.0
@@ -336,11 +336,6 @@ def periodic_batch(dtype, per_system: bool):
     return z, pos.to(dtype), batch, boxes.to(dtype)
 
 
-def _neighbor_list_supports_box() -> bool:
-    pos = torch.tensor([[0.1, 0.0, 0.0], [5.9, 0.0, 0.0]])
-    box = torch.eye(3) * 6.0
-    nl = fastnnp_neighbors.neighbor_list(pos, torch.zeros(2, dtype=torch.long), 1.0, 0.0, box=box)
-    return nl.edge_index.shape[1] == 2
 
 
 @pytest.mark.parametrize("per_system", [False, True])
@@ -362,8 +357,6 @@ def test_periodic_model_logic(model, dtype, per_system, monkeypatch):
 @pytest.mark.parametrize("model", ["et", "gn"])
 def test_periodic_end_to_end(model, per_system):
     """Periodic parity through fastnnp's own neighbour list."""
-    if not _neighbor_list_supports_box():
-        pytest.skip("fastnnp.neighbors.neighbor_list ignores box (provisional brute-force list)")
     dtype = torch.float32
     z, pos, batch, box = periodic_batch(dtype, per_system)
     ref, ours = (build_et if model == "et" else build_gn)(dtype, seed=23)

@@ -41,3 +41,16 @@ def make_pure_torch(model: torch.nn.Module) -> torch.nn.Module:
         if hasattr(module, "opt"):
             module.opt = False
     return model
+
+
+class PureTorch(torch.nn.Module):
+    """Wraps a TorchMD-Net model so that every call runs on the pure-torch TensorNet path
+    (the module-level op switches of ``pure_torch_tensornet`` hold only inside the block)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = make_pure_torch(model)
+
+    def forward(self, *args, **kwargs):
+        with pure_torch_tensornet():
+            return self.model(*args, **kwargs)

@@ -66,3 +66,23 @@ def squared_norm(tensor: Tensor) -> Tensor:
 def channel_matmul(left: Tensor, right: Tensor) -> Tensor:
     """Matrix product of the 3x3 blocks, channel by channel: [N,3,3,F] x [N,3,3,F]."""
     return torch.einsum("nikf,nkjf->nijf", left, right)
+
+
+_SIX_ROWS = (0, 1, 2, 0, 0, 1)
+_SIX_COLS = (0, 1, 2, 1, 2, 2)
+_SIX_OF_NINE = (0, 3, 4, 3, 1, 5, 4, 5, 2)  # (row, col) -> position among the six
+
+
+def symmetric_to_six(tensor: Tensor) -> Tensor:
+    """Symmetric [N, 3, 3, F] -> its six independent entries [N, 6, F] (xx yy zz xy xz yz)."""
+    return tensor[:, _SIX_ROWS, _SIX_COLS]
+
+
+def six_to_symmetric(six: Tensor) -> Tensor:
+    """Inverse of :func:`symmetric_to_six`: [N, 6, F] -> [N, 3, 3, F]."""
+    return six[:, _SIX_OF_NINE].view(six.shape[0], 3, 3, *six.shape[2:])
+
+
+def outer_six(unit: Tensor) -> Tensor:
+    """Six independent entries of the outer products u u^T of [E, 3] vectors: [E, 6]."""
+    return unit[:, _SIX_ROWS] * unit[:, _SIX_COLS]

@@ -1,14 +1,18 @@
 """TensorNet (Simeon & De Fabritiis, NeurIPS 2023) with TorchMD-Net 3.x's reference semantics.
 
 Parameter names equal TorchMD-Net's ``representation_model.*`` state-dict keys (minus its
-``distance.box`` buffer), in the current ``[N, 3, 3, F]`` layout. Per-edge work runs in
-atom-aligned chunks (:mod:`fastnnp.models.edge_chunks`), so memory stays O(N·F + chunk).
+``distance.box`` buffer), in the current ``[N, 3, 3, F]`` layout. Per-pair work runs once per
+unordered pair (:mod:`fastnnp.models.pair_messages`, :mod:`fastnnp.models.pair_ops`) in
+cache-sized chunks, never as E x F x 9 tensors; when even the E x F values autograd keeps would
+exceed ``memory_budget`` bytes, chunks are recomputed in backward, so memory stays O(N·F).
+Self loops (distance 0, direction 0) are handled per atom.
 """
 
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import neighbor_list
 from .activations import activation_class
@@ -16,21 +20,22 @@ from .cartesian import (
     channel_matmul,
     compose,
     decompose,
-    scalar_to_tensor,
+    outer_six,
+    six_to_symmetric,
     skew,
     skew_to_vector,
     squared_norm,
+    symmetric_to_six,
 )
-from .edge_chunks import DEFAULT_EDGES_PER_CHUNK, edge_chunks, sum_edge_messages
+from .pair_messages import DEFAULT_CHUNK_BYTES, HalfList, accumulate_pair_messages, half_list, needs_recompute
+from .pair_ops import spread
 from .radial import cosine_cutoff, radial_basis
 
 GROUPS = ("O(3)", "SO(3)")
-
-
-def _unit_vectors(edge_vec: Tensor, edge_weight: Tensor) -> Tensor:
-    """Edge directions [E, 3]; zero for zero-length self loops (no NaN gradient)."""
-    safe = torch.where(edge_weight == 0, torch.ones_like(edge_weight), edge_weight)
-    return edge_vec / safe.unsqueeze(1)
+# Per-atom message features are [I, A as vector (3), S as six entries]: their filter groups.
+COMPONENT_GROUP = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+# Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
+CACHE_CHUNK = 4096
 
 
 class TensorEmbedding(nn.Module):
@@ -53,37 +58,45 @@ class TensorEmbedding(nn.Module):
         )
         self.init_norm = nn.LayerNorm(F, dtype=dtype)
 
-    def _messages(self, rbf_fn, atom_start, atom_end, receivers, senders, distance, unit, z_recv, z_send):
-        """Per-atom sums over one chunk of edges: I [n, F], vector of A [n, 3, F], S [n, 3, 3, F]."""
-        F = self.hidden_channels
+    def _distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
+        """[P] -> [P, 3, F]: the I, A, S radial weights times the cosine cutoff."""
         weight = torch.cat([self.distance_proj1.weight, self.distance_proj2.weight, self.distance_proj3.weight])
         bias = torch.cat([self.distance_proj1.bias, self.distance_proj2.bias, self.distance_proj3.bias])
-        proj = nn.functional.linear(rbf_fn(distance), weight, bias).view(-1, 3, F)
-        pair = cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper).unsqueeze(1) * (
-            z_recv[receivers] + z_send[senders]
-        )
-        factors = pair.unsqueeze(1) * proj
-        local = receivers - atom_start
-        n = atom_end - atom_start
-        scalar = factors.new_zeros(n, F).index_add_(0, local, factors[:, 0])
-        vector = factors.new_zeros(n, 3, F).index_add_(0, local, factors[:, 1, None, :] * unit[:, :, None])
-        outer = unit[:, :, None] * unit[:, None, :]
-        tensor = factors.new_zeros(n, 3, 3, F).index_add_(
-            0, local, factors[:, 2, None, None, :] * outer[..., None]
-        )
-        return scalar, vector, tensor
+        proj = nn.functional.linear(rbf_fn(distance), weight, bias).view(-1, 3, self.hidden_channels)
+        return proj * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None, None]
 
-    def forward(self, z, chunks, edge_args, rbf_fn) -> Tensor:
+    def _pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send):
+        """Messages of one chunk of pairs, to ``first`` then to ``second``: I [P, F],
+        A as vector [P, 3, F] and the six entries of the direction outer product [P, 6, F]."""
+        radial = self._distance_filter(rbf_fn, distance)
+        unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
+        outer = outer_six(unit)[:, :, None]
+        messages = []
+        for receiver, sender, direction in ((first, second, unit), (second, first, -unit)):
+            factors = radial * (z_recv[receiver] + z_send[sender])[:, None, :]
+            messages += [factors[:, 0], factors[:, 1, None, :] * direction[:, :, None], factors[:, 2, None, :] * outer]
+        return tuple(messages)
+
+    def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int) -> Tensor:
         F = self.hidden_channels
         atom_emb = self.emb(z)
         z_recv = nn.functional.linear(atom_emb, self.emb2.weight[:, :F], self.emb2.bias)
         z_send = nn.functional.linear(atom_emb, self.emb2.weight[:, F:])
+        self_loop = self._distance_filter(rbf_fn, z_recv.new_zeros(1))
+        scalar = self_loop[:, 0] * (z_recv + z_send)
+        vector = z_recv.new_zeros(len(z), 3, F)
+        outer = z_recv.new_zeros(len(z), 6, F)
 
         def messages(*args):
-            return self._messages(rbf_fn, *args)
+            return self._pair_messages(rbf_fn, *args)
 
-        scalar, vector, tensor = sum_edge_messages(messages, chunks, edge_args, (z_recv, z_send))
-        sym = decompose(tensor)[2]
+        accumulate_pair_messages(
+            messages, pairs, (pairs.vec, pairs.distance), (z_recv, z_send), (scalar, vector, outer),
+            chunk_size=CACHE_CHUNK,
+            # Radial weights and pair factors kept for backward: about 16 F values per pair.
+            recompute=needs_recompute(pairs.first.shape[0], 16 * F, memory_budget),
+        )
+        sym = decompose(six_to_symmetric(outer))[2]
         antisym = skew(vector)
         norm = self.init_norm(squared_norm(compose(scalar, antisym, sym)))
         for linear in self.linears_scalar:
@@ -110,39 +123,44 @@ class Interaction(nn.Module):
         self.linears_tensor = nn.ModuleList(nn.Linear(F, F, bias=False, dtype=dtype) for _ in range(6))
         self.act = activation()
 
-    def _messages(self, rbf_fn, atom_start, atom_end, receivers, senders, distance, unit, scalar, vector, tensor):
-        """Per-atom sums over one chunk of edges of the neighbours' weighted I, A (as vector), S."""
+    def _distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
+        """[P] -> [P, 3, F]: the radial MLP times the cosine cutoff."""
         factors = rbf_fn(distance)
         for linear in self.linears_scalar:
             factors = self.act(linear(factors))
-        factors = factors * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper).unsqueeze(1)
-        factors = factors.view(-1, 3, self.hidden_channels)
-        local = receivers - atom_start
-        n = atom_end - atom_start
-        out_scalar = scalar.new_zeros(n, *scalar.shape[1:]).index_add_(0, local, factors[:, 0] * scalar[senders])
-        out_vector = vector.new_zeros(n, *vector.shape[1:]).index_add_(
-            0, local, factors[:, 1, None, :] * vector[senders]
-        )
-        out_tensor = tensor.new_zeros(n, *tensor.shape[1:]).index_add_(
-            0, local, factors[:, 2, None, None, :] * tensor[senders]
-        )
-        return out_scalar, out_vector, out_tensor
+        factors = factors * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None]
+        return factors.view(-1, 3, self.hidden_channels)
 
-    def forward(self, X, chunks, edge_args, rbf_fn, charge_factor) -> Tensor:
+    def _filtered_messages(self, rbf_fn, first, second, distance, features):
+        """Neighbour features [N, 10, F] spread over pairs with this layer's radial filter."""
+        filters = self._distance_filter(rbf_fn, distance)
+        return spread(filters, features, first, second, COMPONENT_GROUP.to(features.device))
+
+    def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int) -> Tensor:
+        F = self.hidden_channels
         X = X / (squared_norm(X) + 1)[:, None, None, :]
         scalar, antisym, sym = decompose(X)
         scalar = self.linears_tensor[0](scalar)
         antisym = self.linears_tensor[1](antisym)
         sym = self.linears_tensor[2](sym)
         Y = compose(scalar, antisym, sym)
-
-        def messages(*args):
-            return self._messages(rbf_fn, *args)
-
-        m_scalar, m_vector, m_sym = sum_edge_messages(
-            messages, chunks, edge_args, (scalar, skew_to_vector(antisym), sym)
-        )
-        msg = compose(m_scalar, skew(m_vector), m_sym)
+        features = torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
+        self_loop = self._distance_filter(rbf_fn, X.new_zeros(1))[0]
+        messages = self_loop[COMPONENT_GROUP.to(X.device)] * features
+        n_pairs = pairs.first.shape[0]
+        # Radial MLP activations kept for backward: about 12 F values per pair.
+        if needs_recompute(n_pairs, 12 * F, memory_budget):
+            step = max(1, memory_budget // (4 * 12 * F))
+            for start in range(0, n_pairs, step):
+                part = slice(start, start + step)
+                messages = messages + checkpoint(
+                    self._filtered_messages, rbf_fn, pairs.first[part], pairs.second[part],
+                    pairs.distance[part], features, use_reentrant=False,
+                )
+        else:
+            messages = messages + self._filtered_messages(rbf_fn, pairs.first, pairs.second, pairs.distance, features)
+        m_scalar, m_vector, m_sym = messages[:, 0], messages[:, 1:4], messages[:, 4:]
+        msg = compose(m_scalar, skew(m_vector), six_to_symmetric(m_sym))
         if self.group == "O(3)":
             C = charge_factor * (channel_matmul(msg, Y) + channel_matmul(Y, msg))
         else:
@@ -176,7 +194,7 @@ class TensorNet(nn.Module):
         max_z: int = 128,
         equivariance_invariance_group: str = "O(3)",
         dtype: torch.dtype = torch.float32,
-        edges_per_chunk: int = DEFAULT_EDGES_PER_CHUNK,
+        memory_budget: int = DEFAULT_CHUNK_BYTES,
     ):
         super().__init__()
         if equivariance_invariance_group not in GROUPS:
@@ -187,7 +205,7 @@ class TensorNet(nn.Module):
         self.hidden_channels = hidden_channels
         self.cutoff_lower, self.cutoff_upper = float(cutoff_lower), float(cutoff_upper)
         self.equivariance_invariance_group = equivariance_invariance_group
-        self.edges_per_chunk = edges_per_chunk
+        self.memory_budget = memory_budget
         self.distance_expansion = radial_basis(
             rbf_type, self.cutoff_lower, self.cutoff_upper, num_rbf, trainable_rbf, dtype
         )
@@ -208,17 +226,13 @@ class TensorNet(nn.Module):
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
     ) -> tuple[Tensor, None]:
-        graph = neighbor_list(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=True)
-        receivers, senders = graph.edge_index
-        unit = _unit_vectors(graph.edge_vec, graph.edge_weight)
-        chunks = edge_chunks(receivers, z.shape[0], self.edges_per_chunk)
-        edge_args = (receivers, senders, graph.edge_weight, unit)
+        graph = neighbor_list(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False)
+        pairs = half_list(graph)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
         charge_factor = (1 + 0.1 * atom_charge)[:, None, None, None]
-
-        X = self.tensor_embedding(z, chunks, edge_args, self.distance_expansion)
+        X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget)
         for layer in self.layers:
-            X = layer(X, chunks, edge_args, self.distance_expansion, charge_factor)
+            X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget)
         scalar, antisym, sym = decompose(X)
         features = torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
         return self.act(self.linear(self.out_norm(features))), None
