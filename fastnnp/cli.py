@@ -38,6 +38,8 @@ def _energy(args: argparse.Namespace) -> int:
     for index, atoms in enumerate(ase.io.iread(args.structures)):
         z = torch.as_tensor(atoms.numbers, dtype=torch.long)
         pos = torch.as_tensor(atoms.positions, dtype=model.dtype)
+        if atoms.pbc.any() and not atoms.pbc.all():
+            raise SystemExit(f"frame {index}: mixed periodicity {atoms.pbc.tolist()} is not supported here")
         box = torch.as_tensor(atoms.cell.array, dtype=model.dtype) if atoms.pbc.all() else None
         charge = torch.tensor([float(atoms.info.get("charge", 0.0))], dtype=model.dtype)
         energy, neg_dy = model(z, pos, box=box, q=charge)

@@ -336,6 +336,30 @@ def test_loop_ignores_cutoff_lower_like_torchmdnet():
     assert pairs == [(0, 0), (0, 2), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
 
 
+def test_box_forms():
+    """(3, 3), (1, 3, 3) and a per-system stack of the same cell agree; a float64 box works with
+    float32 positions (and gets gradients through the cast); pbc all False means open."""
+    rng = np.random.default_rng(10)
+    cell = torch.tensor(random_cell(rng, (5.0, 6.0, 5.5)))
+    pos = torch.rand(40, 3, dtype=torch.float64) @ cell
+    batch = torch.tensor([0] * 25 + [1] * 15)
+    ref = neighbor_list(pos, batch, 3.0, box=cell)
+    for box in (cell[None], cell.expand(2, 3, 3), cell.expand(5, 3, 3)):
+        out = neighbor_list(pos, batch, 3.0, box=box)
+        for x, y in zip(ref, out):
+            assert torch.equal(x, y)
+    box64 = cell.clone().requires_grad_()
+    nl32 = neighbor_list(pos.float(), batch, 3.0, box=box64)
+    assert nl32.edge_vec.dtype == torch.float32
+    assert torch.equal(nl32.edge_index, ref.edge_index)
+    (g,) = torch.autograd.grad(nl32.edge_weight.sum(), box64)
+    assert g.dtype == torch.float64 and bool(torch.isfinite(g).all()) and bool((g != 0).any())
+    open_ = neighbor_list(pos, batch, 3.0, box=cell, pbc=(False, False, False))
+    free = neighbor_list(pos, batch, 3.0)
+    for x, y in zip(open_, free):
+        assert torch.equal(x, y)
+
+
 def test_deterministic():
     rng = np.random.default_rng(8)
     cell = random_cell(rng, (7.0, 6.0, 8.0))

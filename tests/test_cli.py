@@ -1,0 +1,39 @@
+"""The ``fastnnp`` console script."""
+
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from fastnnp.cli import main
+
+
+def test_info_describes_a_checkpoint(data_dir, capsys):
+    assert main(["info", str(data_dir / "tensornet" / "model.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert "tensornet (O(3))" in out and "64 x 2 layers, 32 expnorm rbf" in out and "cutoff        0.0 .. 4.5" in out
+
+
+def test_energy_of_structures_in_a_file(data_dir, tmp_path, capsys):
+    ref = np.load(data_dir / "tensornet" / "reference.npz")
+    first = ref["batch"] == 0
+    atoms = Atoms(numbers=ref["z"][first], positions=ref["pos"][first])
+    path = tmp_path / "mol.xyz"
+    ase.io.write(path, [atoms, atoms], format="extxyz")
+    assert main(["energy", str(data_dir / "tensornet" / "model.ckpt"), str(path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    energy = float(lines[0].split("energy ")[1].split()[0])
+    assert abs(energy - float(ref["energy_f32"][0, 0])) < 1e-4
+
+
+def test_later_subcommands_say_not_yet(capsys):
+    assert main(["train", "cfg.yaml"]) == 2
+    assert "not yet" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "fastnnp.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "info" in result.stdout
