@@ -255,12 +255,7 @@ CASES = [
     case("tn-Atomref-reduce_mean", reduce_op="mean", **priors_hparams("Atomref")),
     case("tn-ZBL-pbc", inputs="periodic", **priors_hparams("ZBL")),
     case("tn-D2-box_vecs", inputs="box_vecs", box_vecs=TRICLINIC, **priors_hparams("D2")),
-    pytest.param(
-        "tn", "box_vecs", dict(box_vecs=TRICLINIC, **priors_hparams("ZBL")), id="tn-ZBL-box_vecs",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "fastnnp passes the checkpoint's box_vecs to the priors; TorchMD-Net uses it only "
-            "in the representation's neighbour list and gives priors the call's box (None), "
-            "so its ZBL is not periodic here"))),
+    case("tn-ZBL-box_vecs", inputs="box_vecs", box_vecs=TRICLINIC, **priors_hparams("ZBL")),
     # output heads with TensorNet / GN
     case("tn-DipoleMoment", output_model="DipoleMoment"),
     case("tn-DipoleMoment-mean-fp64", output_model="DipoleMoment", reduce_op="mean", **P64),

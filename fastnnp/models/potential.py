@@ -16,7 +16,8 @@ class NeuralPotential(nn.Module):
     ``derivative`` the second output is minus the gradient of the summed energy with respect
     to ``pos`` (forces), else ``None``. Outputs carry an autograd graph only in training
     mode or when ``pos`` or ``box`` require grad (e.g. for stress); else they are detached. Units are the checkpoint's (TorchMD-Net models carry
-    none). ``default_box`` [3, 3] (the checkpoint's ``box_vecs``) is used when no box is given.
+    none). ``default_box`` [3, 3] (the checkpoint's ``box_vecs``) is the representation's box
+    when none is given; priors, as in TorchMD-Net, only see the box passed in the call.
     """
 
     def __init__(
@@ -54,8 +55,6 @@ class NeuralPotential(nn.Module):
     ) -> tuple[Tensor, Optional[Tensor]]:
         if batch is None:
             batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=pos.device)
-        if box is None:
-            box = self.default_box
         n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype)
         z, batch = z.long(), batch.long()
         if q is not None:
@@ -72,7 +71,8 @@ class NeuralPotential(nn.Module):
         return (y, neg_dy) if keep_graph else (y.detach(), neg_dy)
 
     def _energy(self, z, pos, batch, box, q, extra_args, n_systems: int) -> Tensor:
-        x, v = self.representation_model(z, pos, batch, box=box, q=q)
+        representation_box = self.default_box if box is None else box
+        x, v = self.representation_model(z, pos, batch, box=representation_box, q=q)
         x = self.output_model.pre_reduce(x, v, z, pos, batch)
         x = x * self.std
         for prior in self.prior_model or ():
