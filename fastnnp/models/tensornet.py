@@ -35,7 +35,7 @@ GROUPS = ("O(3)", "SO(3)")
 # Per-atom message features are [I, A as vector (3), S as six entries]: their filter groups.
 COMPONENT_GROUP = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
 # Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
-CACHE_CHUNK = 4096
+CACHE_CHUNK = 1024
 
 
 class TensorEmbedding(nn.Module):
