@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchmdnet.models.tensornet import TensorNet as ReferenceTensorNet
 
-from fastnnp.models import pair_ops, tensornet
+from fastnnp.models import atom_chunks, pair_ops, tensornet
 from fastnnp.models.tensornet import TensorNet
 from torchmdnet_oracle import PureTorch, pure_torch_tensornet
 
@@ -38,6 +38,7 @@ def _batch(dtype):
 def test_features_and_gradients_match(dtype, budget, group, cutoff_lower, monkeypatch):
     monkeypatch.setattr(tensornet, "CACHE_CHUNK", 4)
     monkeypatch.setattr(pair_ops, "CHUNK", 5)
+    monkeypatch.setattr(atom_chunks, "ATOM_CHUNK", 4)
     reference, ours = _pair(dtype, 1, equivariance_invariance_group=group, cutoff_lower=cutoff_lower)
     ours.memory_budget = budget or ours.memory_budget
     z, pos, batch = _batch(dtype)
@@ -57,6 +58,7 @@ def test_force_loss_parameter_gradients_match(budget, monkeypatch):
     """Double backward (training on forces) through the pair ops, stored or recomputed."""
     dtype = torch.float64
     monkeypatch.setattr(tensornet, "CACHE_CHUNK", 4)
+    monkeypatch.setattr(atom_chunks, "ATOM_CHUNK", 4)
     reference, ours = _pair(dtype, 2)
     ours.memory_budget = budget or ours.memory_budget
     z, pos, batch = _batch(dtype)

@@ -9,7 +9,7 @@ budget, each chunk is checkpointed: its intermediates are recomputed in backward
 stored (double backward still works, for force training).
 """
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -43,37 +43,55 @@ def half_list(graph: NeighborList) -> HalfList:
     return HalfList(i[keep], j[keep], graph.edge_vec[keep], graph.edge_weight[keep])
 
 
-def needs_recompute(n_pairs: int, floats_per_pair: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> bool:
-    """Whether storing ``floats_per_pair`` 4-byte values per pair for backward exceeds the budget."""
-    return torch.is_grad_enabled() and n_pairs * floats_per_pair * 4 > budget_bytes
+def recompute_segment(n_pairs: int, floats_per_pair: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> Optional[int]:
+    """Pairs per recomputed segment when storing ``floats_per_pair`` 4-byte values per pair
+    for backward would exceed ``budget_bytes``; None when everything can be stored."""
+    if not torch.is_grad_enabled() or n_pairs * floats_per_pair * 4 <= budget_bytes:
+        return None
+    return max(1, budget_bytes // (4 * floats_per_pair))
 
 
-def accumulate_pair_messages(
+def sum_pair_messages(
     message_fn: Callable[..., tuple[Tensor, ...]],
     pairs: HalfList,
     pair_args: Sequence[Tensor],
     atom_args: Sequence[Tensor],
-    outputs: Sequence[Tensor],
+    initial: Sequence[Tensor],
     chunk_size: int,
-    recompute: bool,
-) -> None:
-    """Add every pair's messages into ``outputs`` (per-atom tensors [N, ...], in place).
+    segment_size: Optional[int] = None,
+) -> list[Tensor]:
+    """``initial`` (per-atom tensors [N, ...]) plus every pair's messages.
 
-    ``message_fn(first, second, *pair_slices, *atom_args)`` gets one chunk of pairs and
-    returns ``2 * len(outputs)`` tensors of ``chunk`` rows: the messages to ``first`` for each
-    output, then those to ``second``. ``pair_args`` are per-pair tensors, sliced per chunk.
-    With ``recompute`` each chunk is checkpointed (its intermediates recomputed in backward).
+    ``message_fn(first, second, *pair_slices, *atom_args)`` gets one chunk of at most
+    ``chunk_size`` pairs and returns ``2 * len(initial)`` tensors of ``chunk`` rows: the
+    messages to ``first`` for each output, then those to ``second``. ``pair_args`` are per-pair
+    tensors, sliced per chunk. With ``segment_size``, the pairs are processed in segments of
+    that many pairs, each checkpointed (its intermediates recomputed in backward); without,
+    autograd keeps every chunk's intermediates and ``initial`` is updated in place.
     """
-    n_pairs = pairs.first.shape[0]
-    for start in range(0, n_pairs, chunk_size):
-        stop = start + chunk_size
-        first, second = pairs.first[start:stop], pairs.second[start:stop]
-        sliced = [t[start:stop] for t in pair_args]
-        if recompute:
-            messages = checkpoint(message_fn, first, second, *sliced, *atom_args, use_reentrant=False)
-        else:
-            messages = message_fn(first, second, *sliced, *atom_args)
-        n_out = len(outputs)
-        for targets, chunk_messages in ((first, messages[:n_out]), (second, messages[n_out:])):
-            for out, message in zip(outputs, chunk_messages):
-                out.index_add_(0, targets, message)
+    n_out = len(initial)
+
+    def add_messages(outputs, first, second, *args):
+        for start in range(0, first.shape[0], chunk_size):
+            i, j = first[start : start + chunk_size], second[start : start + chunk_size]
+            sliced = [t[start : start + chunk_size] for t in args[: len(pair_args)]]
+            messages = message_fn(i, j, *sliced, *args[len(pair_args) :])
+            for targets, chunk_messages in ((i, messages[:n_out]), (j, messages[n_out:])):
+                for out, message in zip(outputs, chunk_messages):
+                    out.index_add_(0, targets, message)
+        return tuple(outputs)
+
+    def segment(first, second, *args):
+        return add_messages([torch.zeros_like(t) for t in initial], first, second, *args)
+
+    if segment_size is None:
+        return list(add_messages(list(initial), pairs.first, pairs.second, *pair_args, *atom_args))
+    totals = list(initial)
+    for start in range(0, pairs.first.shape[0], segment_size):
+        part = slice(start, start + segment_size)
+        sums = checkpoint(
+            segment, pairs.first[part], pairs.second[part], *[t[part] for t in pair_args], *atom_args,
+            use_reentrant=False,
+        )
+        totals = [total + s for total, s in zip(totals, sums)]
+    return totals

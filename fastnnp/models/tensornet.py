@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import neighbor_list
 from .activations import activation_class
+from .atom_chunks import atoms_need_recompute, map_atoms
 from .cartesian import (
     channel_matmul,
     compose,
@@ -27,7 +28,7 @@ from .cartesian import (
     squared_norm,
     symmetric_to_six,
 )
-from .pair_messages import DEFAULT_CHUNK_BYTES, HalfList, accumulate_pair_messages, half_list, needs_recompute
+from .pair_messages import DEFAULT_CHUNK_BYTES, HalfList, half_list, recompute_segment, sum_pair_messages
 from .pair_ops import spread
 from .radial import cosine_cutoff, radial_basis
 
@@ -77,7 +78,7 @@ class TensorEmbedding(nn.Module):
             messages += [factors[:, 0], factors[:, 1, None, :] * direction[:, :, None], factors[:, 2, None, :] * outer]
         return tuple(messages)
 
-    def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int) -> Tensor:
+    def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
         atom_emb = self.emb(z)
         z_recv = nn.functional.linear(atom_emb, self.emb2.weight[:, :F], self.emb2.bias)
@@ -90,12 +91,18 @@ class TensorEmbedding(nn.Module):
         def messages(*args):
             return self._pair_messages(rbf_fn, *args)
 
-        accumulate_pair_messages(
+        scalar, vector, outer = sum_pair_messages(
             messages, pairs, (pairs.vec, pairs.distance), (z_recv, z_send), (scalar, vector, outer),
             chunk_size=CACHE_CHUNK,
             # Radial weights and pair factors kept for backward: about 16 F values per pair.
-            recompute=needs_recompute(pairs.first.shape[0], 16 * F, memory_budget),
+            segment_size=recompute_segment(pairs.first.shape[0], 16 * F, memory_budget),
         )
+        (X,) = map_atoms(self._to_tensor, (scalar, vector, outer), recompute)
+        return X
+
+    def _to_tensor(self, scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor]:
+        """Atom-local: summed messages -> the initial tensor X [n, 3, 3, F]."""
+        F = self.hidden_channels
         sym = decompose(six_to_symmetric(outer))[2]
         antisym = skew(vector)
         norm = self.init_norm(squared_norm(compose(scalar, antisym, sym)))
@@ -105,7 +112,7 @@ class TensorEmbedding(nn.Module):
         scalar = self.linears_tensor[0](scalar) * norm[:, 0]
         antisym = self.linears_tensor[1](antisym) * norm[:, 1, None, None, :]
         sym = self.linears_tensor[2](sym) * norm[:, 2, None, None, :]
-        return compose(scalar, antisym, sym)
+        return (compose(scalar, antisym, sym),)
 
 
 class Interaction(nn.Module):
@@ -136,31 +143,21 @@ class Interaction(nn.Module):
         filters = self._distance_filter(rbf_fn, distance)
         return spread(filters, features, first, second, COMPONENT_GROUP.to(features.device))
 
-    def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int) -> Tensor:
-        F = self.hidden_channels
+    def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Atom-local: normalised X, Y = its mixed components, and the message features
+        [n, 10, F] (I, A as vector, S as six entries)."""
         X = X / (squared_norm(X) + 1)[:, None, None, :]
         scalar, antisym, sym = decompose(X)
         scalar = self.linears_tensor[0](scalar)
         antisym = self.linears_tensor[1](antisym)
         sym = self.linears_tensor[2](sym)
-        Y = compose(scalar, antisym, sym)
         features = torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
-        self_loop = self._distance_filter(rbf_fn, X.new_zeros(1))[0]
-        messages = self_loop[COMPONENT_GROUP.to(X.device)] * features
-        n_pairs = pairs.first.shape[0]
-        # Radial MLP activations kept for backward: about 12 F values per pair.
-        if needs_recompute(n_pairs, 12 * F, memory_budget):
-            step = max(1, memory_budget // (4 * 12 * F))
-            for start in range(0, n_pairs, step):
-                part = slice(start, start + step)
-                messages = messages + checkpoint(
-                    self._filtered_messages, rbf_fn, pairs.first[part], pairs.second[part],
-                    pairs.distance[part], features, use_reentrant=False,
-                )
-        else:
-            messages = messages + self._filtered_messages(rbf_fn, pairs.first, pairs.second, pairs.distance, features)
-        m_scalar, m_vector, m_sym = messages[:, 0], messages[:, 1:4], messages[:, 4:]
-        msg = compose(m_scalar, skew(m_vector), six_to_symmetric(m_sym))
+        return X, compose(scalar, antisym, sym), features
+
+    def _update(self, X, Y, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
+        """Atom-local: the new X from the old, Y and the summed messages (plus the self loop's)."""
+        messages = messages + self_loop[COMPONENT_GROUP.to(X.device)] * features
+        msg = compose(messages[:, 0], skew(messages[:, 1:4]), six_to_symmetric(messages[:, 4:]))
         if self.group == "O(3)":
             C = charge_factor * (channel_matmul(msg, Y) + channel_matmul(Y, msg))
         else:
@@ -171,7 +168,31 @@ class Interaction(nn.Module):
         antisym = self.linears_tensor[4](antisym / normp1[:, None, None, :])
         sym = self.linears_tensor[5](sym / normp1[:, None, None, :])
         dX = compose(scalar, antisym, sym)
-        return X + dX + charge_factor * channel_matmul(dX, dX)
+        return (X + dX + charge_factor * channel_matmul(dX, dX),)
+
+    def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int, recompute: bool) -> Tensor:
+        F = self.hidden_channels
+        X, Y, features = map_atoms(self._prepare, (X,), recompute)
+        self_loop = self._distance_filter(rbf_fn, X.new_zeros(1))[0]
+        n_pairs = pairs.first.shape[0]
+        # Radial MLP activations kept for backward: about 12 F values per pair.
+        segment_size = recompute_segment(n_pairs, 12 * F, memory_budget)
+        if segment_size is None:
+            messages = self._filtered_messages(rbf_fn, pairs.first, pairs.second, pairs.distance, features)
+        else:
+            messages = torch.zeros_like(features)
+            for start in range(0, n_pairs, segment_size):
+                part = slice(start, start + segment_size)
+                messages = messages + checkpoint(
+                    self._filtered_messages, rbf_fn, pairs.first[part], pairs.second[part],
+                    pairs.distance[part], features, use_reentrant=False,
+                )
+
+        def update(*per_atom):
+            return self._update(*per_atom, self_loop)
+
+        (X,) = map_atoms(update, (X, Y, features, messages, charge_factor), recompute)
+        return X
 
 
 class TensorNet(nn.Module):
@@ -230,9 +251,16 @@ class TensorNet(nn.Module):
         pairs = half_list(graph)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
         charge_factor = (1 + 0.1 * atom_charge)[:, None, None, None]
-        X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget)
+        # Per-atom values autograd keeps in a layer: about 24 tensors of 9 F each.
+        recompute = atoms_need_recompute(z.shape[0], 24 * 9 * self.hidden_channels, self.memory_budget)
+        X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget, recompute)
         for layer in self.layers:
-            X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget)
+            X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget, recompute)
+        (x,) = map_atoms(self._readout, (X,), recompute)
+        return x, None
+
+    def _readout(self, X: Tensor) -> tuple[Tensor]:
+        """Atom-local: invariant features [n, F] from the final tensors."""
         scalar, antisym, sym = decompose(X)
         features = torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
-        return self.act(self.linear(self.out_norm(features))), None
+        return (self.act(self.linear(self.out_norm(features))),)
