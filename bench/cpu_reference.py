@@ -87,17 +87,20 @@ def worker(backend: str, n_atoms: int, repeats: int, weights: str) -> dict:
     )
 
 
-def _run_worker(backend, n_atoms, repeats, weights, memory_limit_gb) -> dict:
+def _run_worker(backend, n_atoms, repeats, weights, memory_limit_gb, mmap_threshold) -> dict:
     limit = int(memory_limit_gb * 2**30)
 
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
+    env = dict(os.environ)
+    if mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     cmd = [sys.executable, __file__, "--worker", backend, str(n_atoms), str(repeats), weights]
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit_memory)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit_memory, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode == 0 and lines:
-        return json.loads(lines[-1])
+        return dict(json.loads(lines[-1]), malloc_mmap_threshold=mmap_threshold)
     text = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
     oom = "memory" in proc.stderr.lower() or proc.returncode in (-9, 137)
     return dict(backend=backend, n_atoms=n_atoms, error="out of memory" if oom else text)
@@ -122,7 +125,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000, 100000])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--memory-limit-gb", type=float, default=20.0)
+    parser.add_argument("--memory-limit-gb", type=float, default=22.0)
+    parser.add_argument(
+        "--large-from", type=int, default=50000,
+        help="from this many atoms on, workers run with glibc's MALLOC_MMAP_THRESHOLD_=65536 so freed "
+             "memory goes back to the system (glibc's default heap fragments to several times the live size)",
+    )
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "cpu_reference.json"))
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -141,7 +149,8 @@ def main() -> None:
         for n_atoms in args.sizes:
             for backend in args.backends:
                 repeats = args.repeats if n_atoms < 50000 else 1
-                result = _run_worker(backend, n_atoms, repeats, weights, args.memory_limit_gb)
+                threshold = 65536 if n_atoms >= args.large_from else None
+                result = _run_worker(backend, n_atoms, repeats, weights, args.memory_limit_gb, threshold)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     _check_agreement(results)
