@@ -31,6 +31,15 @@ class CosineCutoff(nn.Module):
         return cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)
 
 
+def _register(module: nn.Module, trainable: bool, **tensors: Tensor) -> None:
+    """Attach ``tensors`` to ``module`` as parameters (trainable) or buffers, in order."""
+    for name, tensor in tensors.items():
+        if trainable:
+            module.register_parameter(name, nn.Parameter(tensor))
+        else:
+            module.register_buffer(name, tensor)
+
+
 class ExpNormalSmearing(nn.Module):
     """PhysNet's exponential-normal basis times a cosine cutoff at ``cutoff_upper``.
 
@@ -53,12 +62,7 @@ class ExpNormalSmearing(nn.Module):
         start = torch.exp(torch.scalar_tensor(self.cutoff_lower - self.cutoff_upper, dtype=dtype))
         means = torch.linspace(start, 1, num_rbf, dtype=dtype)
         betas = torch.full((num_rbf,), float((2 / num_rbf * (1 - start)) ** -2), dtype=dtype)
-        if trainable:
-            self.means = nn.Parameter(means)
-            self.betas = nn.Parameter(betas)
-        else:
-            self.register_buffer("means", means)
-            self.register_buffer("betas", betas)
+        _register(self, trainable, means=means, betas=betas)
 
     def forward(self, distance: Tensor) -> Tensor:
         d = distance.unsqueeze(-1)
@@ -81,12 +85,7 @@ class GaussianSmearing(nn.Module):
         super().__init__()
         offset = torch.linspace(float(cutoff_lower), float(cutoff_upper), num_rbf, dtype=dtype)
         coeff = -0.5 / (offset[1] - offset[0]) ** 2
-        if trainable:
-            self.coeff = nn.Parameter(coeff)
-            self.offset = nn.Parameter(offset)
-        else:
-            self.register_buffer("coeff", coeff)
-            self.register_buffer("offset", offset)
+        _register(self, trainable, coeff=coeff, offset=offset)
 
     def forward(self, distance: Tensor) -> Tensor:
         return torch.exp(self.coeff * (distance.unsqueeze(-1) - self.offset) ** 2)
