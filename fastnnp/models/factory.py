@@ -55,7 +55,7 @@ def build_model(
     missing = [k for k in _COMMON_KEYS + _MODEL_KEYS[name] if k not in hparams]
     if missing:
         raise ValueError(f"hyper-parameters lack {', '.join(missing)} needed to build model {name!r}")
-    if hparams.get("atom_filter", -1) > -1:
+    if (hparams.get("atom_filter") or -1) > -1:
         raise ValueError("atom_filter is not supported: fastnnp evaluates every atom")
     dtype = model_dtype(hparams)
     representation = _representation(name, hparams, dtype)
