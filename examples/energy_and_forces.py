@@ -3,7 +3,8 @@
     python examples/energy_and_forces.py [model.ckpt]
 
 Defaults to the TensorNet checkpoint shipped with the tests (trained by torchmd-train 3.1.0 on
-GFN2-xTB data; energies in eV relative to per-element references, forces in eV/Å).
+GFN2-xTB data of five organic molecules; energies in eV relative to per-element references,
+forces in eV/Å). Water is outside its training data: the box only shows a periodic call.
 """
 
 import pathlib
