@@ -6,13 +6,10 @@ special), loads its state dict minus ``distance.box`` strictly into ours, and co
 and the gradient of a fixed random projection of (x, vec) with respect to the positions.
 """
 
-import math
-from typing import Optional
 
 import pytest
 import torch
 
-from fastnnp import neighbors as fastnnp_neighbors
 from fastnnp.models import equivariant_transformer as et_module
 from fastnnp.models import graph_network as gn_module
 from fastnnp.models.equivariant_transformer import EquivariantTransformer

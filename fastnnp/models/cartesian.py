@@ -53,11 +53,6 @@ def compose(scalar: Tensor, antisym: Tensor, sym: Tensor) -> Tensor:
     return scalar_to_tensor(scalar) + antisym + sym
 
 
-def traceless_symmetric(tensor: Tensor) -> Tensor:
-    """Symmetric traceless part of [N, 3, 3, F]."""
-    return decompose(tensor)[2]
-
-
 def squared_norm(tensor: Tensor) -> Tensor:
     """Squared Frobenius norm over the 3x3 axes: [N, 3, 3, F] -> [N, F]."""
     return (tensor * tensor).sum((1, 2))

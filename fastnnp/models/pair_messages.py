@@ -86,11 +86,24 @@ def sum_pair_messages(
 
     if segment_size is None:
         return list(add_messages(list(initial), pairs.first, pairs.second, *pair_args, *atom_args))
+    return add_checkpointed_segments(segment, pairs, pair_args, atom_args, initial, segment_size)
+
+
+def add_checkpointed_segments(
+    segment_fn: Callable[..., tuple[Tensor, ...]],
+    pairs: HalfList,
+    pair_args: Sequence[Tensor],
+    atom_args: Sequence[Tensor],
+    initial: Sequence[Tensor],
+    segment_size: int,
+) -> list[Tensor]:
+    """``initial`` plus ``segment_fn(first, second, *pair_slices, *atom_args)`` (per-atom sums
+    over those pairs) for consecutive segments of ``segment_size`` pairs, each checkpointed."""
     totals = list(initial)
     for start in range(0, pairs.first.shape[0], segment_size):
         part = slice(start, start + segment_size)
         sums = checkpoint(
-            segment, pairs.first[part], pairs.second[part], *[t[part] for t in pair_args], *atom_args,
+            segment_fn, pairs.first[part], pairs.second[part], *[t[part] for t in pair_args], *atom_args,
             use_reentrant=False,
         )
         totals = [total + s for total, s in zip(totals, sums)]

@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import neighbor_list
 from .activations import activation_class
@@ -28,7 +27,14 @@ from .cartesian import (
     squared_norm,
     symmetric_to_six,
 )
-from .pair_messages import DEFAULT_CHUNK_BYTES, HalfList, half_list, recompute_segment, sum_pair_messages
+from .pair_messages import (
+    DEFAULT_CHUNK_BYTES,
+    HalfList,
+    add_checkpointed_segments,
+    half_list,
+    recompute_segment,
+    sum_pair_messages,
+)
 from .pair_ops import spread
 from .radial import cosine_cutoff, radial_basis
 
@@ -138,10 +144,10 @@ class Interaction(nn.Module):
         factors = factors * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None]
         return factors.view(-1, 3, self.hidden_channels)
 
-    def _filtered_messages(self, rbf_fn, first, second, distance, features):
+    def _filtered_messages(self, rbf_fn, first, second, distance, features) -> tuple[Tensor]:
         """Neighbour features [N, 10, F] spread over pairs with this layer's radial filter."""
         filters = self._distance_filter(rbf_fn, distance)
-        return spread(filters, features, first, second, COMPONENT_GROUP.to(features.device))
+        return (spread(filters, features, first, second, COMPONENT_GROUP.to(features.device)),)
 
     def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Atom-local: normalised X, Y = its mixed components, and the message features
@@ -174,19 +180,18 @@ class Interaction(nn.Module):
         F = self.hidden_channels
         X, Y, features = map_atoms(self._prepare, (X,), recompute)
         self_loop = self._distance_filter(rbf_fn, X.new_zeros(1))[0]
-        n_pairs = pairs.first.shape[0]
         # Radial MLP activations kept for backward: about 12 F values per pair.
-        segment_size = recompute_segment(n_pairs, 12 * F, memory_budget)
+        segment_size = recompute_segment(pairs.first.shape[0], 12 * F, memory_budget)
+
+        def filtered_messages(first, second, distance, features):
+            return self._filtered_messages(rbf_fn, first, second, distance, features)
+
         if segment_size is None:
-            messages = self._filtered_messages(rbf_fn, pairs.first, pairs.second, pairs.distance, features)
+            (messages,) = filtered_messages(pairs.first, pairs.second, pairs.distance, features)
         else:
-            messages = torch.zeros_like(features)
-            for start in range(0, n_pairs, segment_size):
-                part = slice(start, start + segment_size)
-                messages = messages + checkpoint(
-                    self._filtered_messages, rbf_fn, pairs.first[part], pairs.second[part],
-                    pairs.distance[part], features, use_reentrant=False,
-                )
+            (messages,) = add_checkpointed_segments(
+                filtered_messages, pairs, (pairs.distance,), (features,), (torch.zeros_like(features),), segment_size
+            )
 
         def update(*per_atom):
             return self._update(*per_atom, self_loop)
