@@ -11,7 +11,8 @@ from torch import nn
 
 from .checkpoint import CheckpointError, read_checkpoint
 from .ensemble import Ensemble
-from .models.factory import build_model
+from .models.factory import build_model, model_dtype
+from .models.backend import check_triton_device
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,6 +25,7 @@ def load_model(
     layout: str = "auto",
     trust_checkpoint: bool = False,
     return_std: bool = False,
+    backend: str = "auto",
     **overrides,
 ) -> nn.Module:
     """Load a TorchMD-Net checkpoint as a fastnnp potential, in eval mode.
@@ -40,10 +42,16 @@ def load_model(
         layout: TensorNet weight layout ``"auto"`` | ``"legacy"`` | ``"current"`` (see
             :func:`fastnnp.checkpoint.tensornet_layout`).
         trust_checkpoint: allow files that need arbitrary unpickling (runs code from them).
+        backend: ``"triton"`` runs TensorNet on fused Triton kernels (float32, on CUDA; on CPU
+            only under ``TRITON_INTERPRET=1``; parameters frozen), ``"torch"`` the pure-torch
+            reference, ``"auto"`` (default) Triton for float32 TensorNet on CUDA, else torch.
         overrides: hyper-parameters to replace, as TorchMD-Net's ``load_model`` kwargs; e.g.
             ``remove_ref_energy=False`` turns a delta-learned model's disabled Atomref back on.
     """
-    options = dict(derivative=derivative, device=device, dtype=dtype, layout=layout, trust_checkpoint=trust_checkpoint)
+    options = dict(
+        derivative=derivative, device=device, dtype=dtype, layout=layout, trust_checkpoint=trust_checkpoint,
+        backend=backend,
+    )
     if isinstance(path, (list, tuple)):
         return Ensemble([_load_single(p, overrides, **options) for p in path], return_std=return_std)
     if str(path).endswith(".zip"):
@@ -71,7 +79,7 @@ def _load_zip(path: PathLike, overrides: dict, options: dict) -> list[nn.Module]
     return members
 
 
-def _load_single(path, overrides, derivative, device, dtype, layout, trust_checkpoint) -> nn.Module:
+def _load_single(path, overrides, derivative, device, dtype, layout, trust_checkpoint, backend) -> nn.Module:
     checkpoint = read_checkpoint(path, layout=layout, trust_checkpoint=trust_checkpoint)
     hparams = dict(checkpoint.hparams)
     delta_learning = bool(hparams.get("remove_ref_energy", False))
@@ -79,7 +87,11 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
         if key not in hparams:
             warnings.warn(f"unknown hyper-parameter override {key}={value!r}", stacklevel=3)
         hparams[key] = value
-    model = build_model(hparams, list(checkpoint.state_dict), derivative, checkpoint.default_box)
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    device = torch.device(device or "cpu")
+    backend = _choose_backend(backend, hparams, dtype or model_dtype(hparams), device)
+    model = build_model(hparams, list(checkpoint.state_dict), derivative, checkpoint.default_box, backend=backend)
     if delta_learning and overrides.get("remove_ref_energy") is False:
         _enable_atomref(model)
     try:
@@ -87,11 +99,26 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit the architecture its hyper-parameters describe: {error}") from error
     model.eval()
+    if backend == "triton":
+        model.requires_grad_(False)
     if dtype is not None:
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         model = model.to(dtype)
-    return model.to(device or "cpu")
+    return model.to(device)
+
+
+def _choose_backend(backend: str, hparams: dict, dtype: torch.dtype, device: torch.device) -> str:
+    """Resolve ``backend`` ("auto" | "triton" | "torch"), refusing what Triton cannot run."""
+    if backend == "auto":
+        fits = hparams.get("model") == "tensornet" and dtype == torch.float32 and device.type == "cuda"
+        return "triton" if fits else "torch"
+    if backend == "triton":
+        if dtype != torch.float32:
+            raise ValueError(
+                f"backend='triton' runs float32 only; this model would run in {dtype}: pass dtype=torch.float32 "
+                "or use backend='torch'"
+            )
+        check_triton_device(device)
+    return backend
 
 
 def _enable_atomref(model: nn.Module) -> None:

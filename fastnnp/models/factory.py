@@ -17,6 +17,7 @@ _UNSUPPORTED = {
     "tensornet-nqe": "TensorNet2",
 }
 _PRECISIONS = {32: torch.float32, 64: torch.float64}
+BACKENDS = ("torch", "triton")
 _COMMON_KEYS = (
     "model", "embedding_dimension", "num_layers", "num_rbf", "rbf_type", "activation",
     "cutoff_lower", "cutoff_upper", "max_z", "output_model",
@@ -41,11 +42,14 @@ def build_model(
     state_dict_keys: Optional[list[str]] = None,
     derivative: bool = True,
     default_box: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> NeuralPotential:
     """A randomly initialised potential with the architecture ``hparams`` describe.
 
     ``state_dict_keys`` (of the checkpoint to be loaded) fix the output head's MLP depth,
     which TorchMD-Net's own ``output_mlp_num_layers`` does not reliably describe.
+    ``backend`` "triton" runs TensorNet's neighbour search and edge work on Triton kernels
+    (float32, frozen parameters); "torch" is the reference.
     """
     name = hparams.get("model")
     if name in _UNSUPPORTED:
@@ -57,8 +61,12 @@ def build_model(
         raise ValueError(f"hyper-parameters lack {', '.join(missing)} needed to build model {name!r}")
     if (hparams.get("atom_filter") or -1) > -1:
         raise ValueError("atom_filter is not supported: fastnnp evaluates every atom")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or 'auto' in load_model)")
+    if backend == "triton" and name != "tensornet":
+        raise ValueError(f"backend='triton' has kernels for TensorNet only, not {name!r}; use backend='torch'")
     dtype = model_dtype(hparams)
-    representation = _representation(name, hparams, dtype)
+    representation = _representation(name, hparams, dtype, backend)
     if state_dict_keys is not None:
         hidden_layers = infer_num_hidden_layers(state_dict_keys)
     else:
@@ -79,7 +87,7 @@ def build_model(
     return model.to(dtype)
 
 
-def _representation(name: str, hp: dict, dtype: torch.dtype) -> torch.nn.Module:
+def _representation(name: str, hp: dict, dtype: torch.dtype, backend: str) -> torch.nn.Module:
     shared = dict(
         hidden_channels=hp["embedding_dimension"],
         num_layers=hp["num_layers"],
@@ -93,7 +101,10 @@ def _representation(name: str, hp: dict, dtype: torch.dtype) -> torch.nn.Module:
         dtype=dtype,
     )
     if name == "tensornet":
-        from .tensornet import TensorNet
+        if backend == "triton":
+            from .tensornet_triton import TritonTensorNet as TensorNet
+        else:
+            from .tensornet import TensorNet
 
         return TensorNet(equivariance_invariance_group=hp["equivariance_invariance_group"], **shared)
     if name == "equivariant-transformer":

@@ -1,0 +1,15 @@
+"""Which devices the Triton backend can run on (importable without Triton installed)."""
+
+import os
+
+import torch
+
+
+def check_triton_device(device: torch.device) -> None:
+    """Refuse devices the kernels cannot run on (CPU works only under the interpreter)."""
+    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return
+    raise ValueError(
+        f"backend='triton' needs a CUDA device, got {device}; set TRITON_INTERPRET=1 before importing "
+        "fastnnp to run the kernels on CPU (slowly), or use backend='torch'"
+    )

@@ -1,0 +1,296 @@
+"""TensorNet interaction messages: distance, radial basis, radial MLP and aggregation, fused.
+
+For receiver i and its neighbours j in a :class:`~fastnnp.kernels.neighbor_search.NeighborTable`
+(row i, slots k < counts[i]), with edge vector v_ik [3] and length d = |v_ik|:
+
+    filter_ik = act(W3 act(W2 act(W1 rbf(d) + b1) + b2) + b3) * cutoff(d)      [3, F]
+    messages[i, c, f] = sum_k filter_ik[group[c], f] * features[j_ik, c, f]      [N, 10, F]
+
+where the ten components c are I, A as a vector (3) and S as six entries, with filter groups
+0, 1 1 1, 2 2 2 2 2 2. Each program takes ``ROWS`` receivers and walks their slots ``SLOTS``
+at a time (:func:`~fastnnp.kernels.edge_math.tile_shape`), so the MLP runs as ``tl.dot`` on [ROWS * SLOTS, ...] tiles and every sum is a
+register reduction: no atomics, and nothing per edge is written in the forward pass.
+
+Backward (forces; parameters frozen) recomputes the MLP. Because the table lists both
+directions of every pair with the same length, the gradient for the features is the same
+neighbour sum applied to the incoming gradient; the gradient for each edge vector comes from
+backpropagating sum_c grad[i, c] * features[j, c] through the MLP, the basis and the cutoff.
+"""
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, radial_basis, row_sum, store_rows, tile_shape
+
+
+class RadialMLP(NamedTuple):
+    """A TensorNet interaction's radial filter: basis, cutoffs and three linear layers
+    (weights as ``nn.Linear`` stores them, [out, in]) with an activation after each."""
+
+    rbf_code: int
+    p0: Tensor  # [R] expnorm means / gauss offsets
+    p1: Tensor  # [R] expnorm betas / gauss coefficient
+    alpha: float
+    cutoff_lower: float
+    cutoff_upper: float
+    activation_code: int
+    w1: Tensor  # [F, R]
+    b1: Tensor
+    w2: Tensor  # [2F, F]
+    b2: Tensor
+    w3: Tensor  # [3F, 2F]
+    b3: Tensor
+
+
+@triton.jit
+def _mlp_hidden(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, R, F, alpha, lower, upper,
+                RBF: tl.constexpr, ACT: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr,
+                BF2: tl.constexpr, PRECISION: tl.constexpr):
+    """Radial basis (values, slopes) [M, BR] and the two hidden layers' pre-activations and outputs."""
+    r = tl.arange(0, BR)
+    f = tl.arange(0, BF)
+    f2 = tl.arange(0, BF2)
+    p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
+    p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
+    rbf, rbf_slope = radial_basis(d, p0, p1, lower, upper, alpha, RBF)
+    w1t = tl.load(w1_ptr + f[None, :] * R + r[:, None], mask=(r[:, None] < R) & (f[None, :] < F), other=0.0)
+    z1 = tl.dot(rbf, w1t, input_precision=PRECISION) + tl.load(b1_ptr + f, mask=f < F, other=0.0)[None, :]
+    h1 = activation(z1, ACT)
+    w2t = tl.load(w2_ptr + f2[None, :] * F + f[:, None], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
+    z2 = tl.dot(h1, w2t, input_precision=PRECISION) + tl.load(b2_ptr + f2, mask=f2 < 2 * F, other=0.0)[None, :]
+    h2 = activation(z2, ACT)
+    return rbf, rbf_slope, z1, h1, z2, h2
+
+
+@triton.jit
+def _output_layer(h2, w3_ptr, b3_ptr, group: tl.constexpr, F, ACT: tl.constexpr, BF: tl.constexpr,
+                  BF2: tl.constexpr, PRECISION: tl.constexpr):
+    """Pre-activation [M, BF] of the last layer's outputs for filter group ``group``."""
+    f = tl.arange(0, BF)
+    f2 = tl.arange(0, BF2)
+    w3t = tl.load(
+        w3_ptr + (group * F + f[None, :]) * (2 * F) + f2[:, None],
+        mask=(f2[:, None] < 2 * F) & (f[None, :] < F), other=0.0,
+    )
+    return tl.dot(h2, w3t, input_precision=PRECISION) + tl.load(b3_ptr + group * F + f, mask=f < F, other=0.0)[None, :]
+
+
+@triton.jit
+def _gather(ptr, atom, c: tl.constexpr, F, valid, BF: tl.constexpr):
+    """Component ``c`` [M, BF] of the per-atom [N, 10, F] array at ``ptr`` for atoms ``atom`` [M]."""
+    f = tl.arange(0, BF)
+    return tl.load(ptr + atom[:, None] * (10 * F) + c * F + f[None, :], mask=valid[:, None] & (f[None, :] < F), other=0.0)
+
+
+@triton.jit
+def _forward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, feat_ptr, out_ptr,
+    p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+    n_rows, K, R, F, alpha, lower, upper,
+    RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, BF2: tl.constexpr,
+):
+    row0 = tl.program_id(0) * ROWS
+    rows = row0 + tl.arange(0, ROWS)
+    max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
+    a0 = tl.zeros((ROWS, BF), tl.float32)
+    a1 = tl.zeros((ROWS, BF), tl.float32)
+    a2 = tl.zeros((ROWS, BF), tl.float32)
+    a3 = tl.zeros((ROWS, BF), tl.float32)
+    a4 = tl.zeros((ROWS, BF), tl.float32)
+    a5 = tl.zeros((ROWS, BF), tl.float32)
+    a6 = tl.zeros((ROWS, BF), tl.float32)
+    a7 = tl.zeros((ROWS, BF), tl.float32)
+    a8 = tl.zeros((ROWS, BF), tl.float32)
+    a9 = tl.zeros((ROWS, BF), tl.float32)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        rbf, rbf_slope, z1, h1, z2, h2 = _mlp_hidden(
+            d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, BF2, PRECISION
+        )
+        cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        f0 = activation(_output_layer(h2, w3_ptr, b3_ptr, 0, F, ACT, BF, BF2, PRECISION), ACT) * cut[:, None]
+        a0 += row_sum(f0 * _gather(feat_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
+        f1 = activation(_output_layer(h2, w3_ptr, b3_ptr, 1, F, ACT, BF, BF2, PRECISION), ACT) * cut[:, None]
+        a1 += row_sum(f1 * _gather(feat_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
+        a2 += row_sum(f1 * _gather(feat_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
+        a3 += row_sum(f1 * _gather(feat_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
+        f2 = activation(_output_layer(h2, w3_ptr, b3_ptr, 2, F, ACT, BF, BF2, PRECISION), ACT) * cut[:, None]
+        a4 += row_sum(f2 * _gather(feat_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
+        a5 += row_sum(f2 * _gather(feat_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
+        a6 += row_sum(f2 * _gather(feat_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
+        a7 += row_sum(f2 * _gather(feat_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
+        a8 += row_sum(f2 * _gather(feat_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
+        a9 += row_sum(f2 * _gather(feat_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
+    store_rows(out_ptr, a0, row0, 0, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a1, row0, 1, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a2, row0, 2, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a3, row0, 3, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a4, row0, 4, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a5, row0, 5, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a6, row0, 6, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a7, row0, 7, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a8, row0, 8, n_rows, F, ROWS, BF)
+    store_rows(out_ptr, a9, row0, 9, n_rows, F, ROWS, BF)
+
+
+@triton.jit
+def _pair_product(grad_ptr, feat_ptr, row, sender, c: tl.constexpr, F, valid, BF: tl.constexpr):
+    """grad[i, c] * features[j, c] [M, BF] for the tile's edges."""
+    return _gather(grad_ptr, row, c, F, valid, BF) * _gather(feat_ptr, sender, c, F, valid, BF)
+
+
+@triton.jit
+def _backward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, feat_ptr, grad_ptr, grad_feat_ptr, grad_vec_ptr,
+    p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+    n_rows, K, R, F, alpha, lower, upper,
+    RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, BF2: tl.constexpr,
+):
+    row0 = tl.program_id(0) * ROWS
+    rows = row0 + tl.arange(0, ROWS)
+    max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
+    f = tl.arange(0, BF)
+    f2 = tl.arange(0, BF2)
+    r = tl.arange(0, BR)
+    w1 = tl.load(w1_ptr + f[:, None] * R + r[None, :], mask=(f[:, None] < F) & (r[None, :] < R), other=0.0)
+    w2 = tl.load(w2_ptr + f2[:, None] * F + f[None, :], mask=(f2[:, None] < 2 * F) & (f[None, :] < F), other=0.0)
+    a0 = tl.zeros((ROWS, BF), tl.float32)
+    a1 = tl.zeros((ROWS, BF), tl.float32)
+    a2 = tl.zeros((ROWS, BF), tl.float32)
+    a3 = tl.zeros((ROWS, BF), tl.float32)
+    a4 = tl.zeros((ROWS, BF), tl.float32)
+    a5 = tl.zeros((ROWS, BF), tl.float32)
+    a6 = tl.zeros((ROWS, BF), tl.float32)
+    a7 = tl.zeros((ROWS, BF), tl.float32)
+    a8 = tl.zeros((ROWS, BF), tl.float32)
+    a9 = tl.zeros((ROWS, BF), tl.float32)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        rbf, rbf_slope, z1, h1, z2, h2 = _mlp_hidden(
+            d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, BF2, PRECISION
+        )
+        cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        # Group 0 (I): the feature gradient's neighbour sum, and d loss / d filter.
+        z3 = _output_layer(h2, w3_ptr, b3_ptr, 0, F, ACT, BF, BF2, PRECISION)
+        out3 = activation(z3, ACT)
+        filt = out3 * cut[:, None]
+        a0 += row_sum(filt * _gather(grad_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
+        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 0, F, valid, BF)
+        g_cut = tl.sum(g_filter * out3, axis=1)
+        g_z3 = g_filter * cut[:, None] * activation_grad(z3, ACT)
+        w3 = tl.load(w3_ptr + f[:, None] * (2 * F) + f2[None, :], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
+        g_h2 = tl.dot(g_z3, w3, input_precision=PRECISION)
+        # Group 1 (A).
+        z3 = _output_layer(h2, w3_ptr, b3_ptr, 1, F, ACT, BF, BF2, PRECISION)
+        out3 = activation(z3, ACT)
+        filt = out3 * cut[:, None]
+        a1 += row_sum(filt * _gather(grad_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
+        a2 += row_sum(filt * _gather(grad_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
+        a3 += row_sum(filt * _gather(grad_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
+        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 1, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 2, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 3, F, valid, BF)
+        g_cut += tl.sum(g_filter * out3, axis=1)
+        g_z3 = g_filter * cut[:, None] * activation_grad(z3, ACT)
+        w3 = tl.load(w3_ptr + (F + f[:, None]) * (2 * F) + f2[None, :], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
+        g_h2 += tl.dot(g_z3, w3, input_precision=PRECISION)
+        # Group 2 (S).
+        z3 = _output_layer(h2, w3_ptr, b3_ptr, 2, F, ACT, BF, BF2, PRECISION)
+        out3 = activation(z3, ACT)
+        filt = out3 * cut[:, None]
+        a4 += row_sum(filt * _gather(grad_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
+        a5 += row_sum(filt * _gather(grad_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
+        a6 += row_sum(filt * _gather(grad_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
+        a7 += row_sum(filt * _gather(grad_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
+        a8 += row_sum(filt * _gather(grad_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
+        a9 += row_sum(filt * _gather(grad_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
+        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 4, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 5, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 6, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 7, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 8, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 9, F, valid, BF)
+        g_cut += tl.sum(g_filter * out3, axis=1)
+        g_z3 = g_filter * cut[:, None] * activation_grad(z3, ACT)
+        w3 = tl.load(w3_ptr + (2 * F + f[:, None]) * (2 * F) + f2[None, :], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
+        g_h2 += tl.dot(g_z3, w3, input_precision=PRECISION)
+        # Back through the hidden layers and the basis to the length, then to the vector.
+        g_z2 = g_h2 * activation_grad(z2, ACT)
+        g_z1 = tl.dot(g_z2, w2, input_precision=PRECISION) * activation_grad(z1, ACT)
+        g_rbf = tl.dot(g_z1, w1, input_precision=PRECISION)
+        g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
+        scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
+        tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
+        tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
+        tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)
+    store_rows(grad_feat_ptr, a0, row0, 0, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a1, row0, 1, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a2, row0, 2, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a3, row0, 3, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a4, row0, 4, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a5, row0, 5, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a6, row0, 6, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a7, row0, 7, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a8, row0, 8, n_rows, F, ROWS, BF)
+    store_rows(grad_feat_ptr, a9, row0, 9, n_rows, F, ROWS, BF)
+
+
+def _launch_args(mlp: RadialMLP, vec: Tensor, neighbors: Tensor, counts: Tensor, precision: str):
+    n_rows, K = neighbors.shape
+    F, R = mlp.w1.shape
+    rows, slots = tile_shape()
+    grid = (triton.cdiv(n_rows, rows),)
+    weights = (mlp.p0, mlp.p1, mlp.w1, mlp.b1, mlp.w2, mlp.b2, mlp.w3, mlp.b3)
+    scalars = (n_rows, K, R, F, mlp.alpha, mlp.cutoff_lower, mlp.cutoff_upper)
+    meta = dict(
+        RBF=mlp.rbf_code, ACT=mlp.activation_code, HAS_LOWER=mlp.cutoff_lower > 0, PRECISION=precision,
+        ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)),
+        BF=max(16, triton.next_power_of_2(F)), BF2=max(16, triton.next_power_of_2(2 * F)),
+    )
+    return grid, weights, scalars, meta
+
+
+class InteractionMessages(torch.autograd.Function):
+    """Differentiable in the edge vectors and the features (the MLP's parameters are constants)."""
+
+    @staticmethod
+    def forward(ctx, vec, features, neighbors, counts, mlp, precision):
+        out = torch.empty_like(features)
+        grid, weights, scalars, meta = _launch_args(mlp, vec, neighbors, counts, precision)
+        _forward_kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
+        ctx.save_for_backward(vec, features, neighbors, counts)
+        ctx.mlp, ctx.precision = mlp, precision
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        vec, features, neighbors, counts = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_features = torch.empty_like(features)
+        grad_vec = torch.zeros_like(vec)
+        grid, weights, scalars, meta = _launch_args(ctx.mlp, vec, neighbors, counts, ctx.precision)
+        _backward_kernel[grid](
+            vec, neighbors, counts, features, grad, grad_features, grad_vec, *weights, *scalars, **meta
+        )
+        return grad_vec, grad_features, None, None, None, None
+
+
+def interaction_messages(
+    vec: Tensor, features: Tensor, neighbors: Tensor, counts: Tensor, mlp: RadialMLP, precision: str = "ieee"
+) -> Tensor:
+    """Filtered neighbour sums [N, 10, F] of ``features`` [N, 10, F] (I, A vector, S six).
+
+    ``vec`` [N, K, 3] edge vectors of the table rows ``neighbors`` [N, K] (int32) with
+    ``counts`` [N] valid slots; float32, contiguous, on one device. ``precision`` is
+    ``tl.dot``'s input precision: "ieee" (exact fp32) or "tf32" (opt-in, faster on GPUs).
+    """
+    return InteractionMessages.apply(
+        vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), mlp, precision
+    )
