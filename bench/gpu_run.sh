@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Run ON the GPU machine (the device tool), from the repository root.
+#
+#   bash bench/gpu_run.sh              stage: copy the carried .whl/carry*/ files into /tmp/w, nothing else
+#   bash bench/gpu_run.sh ARGS...      stage, install what is complete into /tmp/site (once per machine),
+#                                      then python3 bench/gpu_tensornet.py --out $OUT/$RESULT ARGS...
+#
+# Pieces carried in earlier calls stay in /tmp/w while the machine is warm (calls back to back).
+# The warp wheel is reassembled and checked against the sha256 of warp.manifest once every piece
+# is there; if some are missing the run goes on without TorchMD-Net (its rows then fail, recorded).
+# Environment:
+#   OUT             output folder (the device tool sets it; default bench/results)
+#   RESULT          JSON file name (default gpu_tensornet.json); the log is ${RESULT%.json}.log beside it
+#   FASTNNP_COMMIT  recorded as the commit when the copy has no .git
+#   BUDGET_S        seconds the whole command may take (default 570, inside the tool's 600 s limit)
+set -euo pipefail
+start=$SECONDS
+cd "$(dirname "$0")/.."
+repo=$PWD
+W=/tmp/w
+SITE=/tmp/site
+
+mkdir -p "$W"
+shopt -s nullglob
+for f in .whl/carry*/*; do cp "$f" "$W/"; done
+echo "staged in $W: $(cd "$W" && printf '%s ' *)"
+[ $# -eq 0 ] && exit 0
+
+install_wheels() {
+    local wheels=()
+    [ -d "$SITE/ase" ] || wheels+=("$W"/ase-*.whl)
+    [ -d "$SITE/torchmdnet" ] || wheels+=("$W"/torchmd_net-*.whl)
+    if [ ! -d "$SITE/warp" ] && [ -f "$W/warp.manifest" ]; then
+        # shellcheck disable=SC1091
+        . "$W/warp.manifest"  # WHEEL, SHA256, PIECES
+        local parts missing=()
+        read -ra parts <<< "$PIECES"
+        for p in "${parts[@]}"; do [ -f "$W/$p" ] || missing+=("$p"); done
+        if [ ${#missing[@]} -eq 0 ]; then
+            (cd "$W" && cat "${parts[@]}" > "$WHEEL" && echo "$SHA256  $WHEEL" | sha256sum -c -)
+            wheels+=("$W/$WHEEL")
+        else
+            echo "warp pieces missing: ${missing[*]} (carry them first): TorchMD-Net rows will fail" >&2
+        fi
+    fi
+    if [ ${#wheels[@]} -gt 0 ]; then
+        python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}"
+    fi
+    echo "installed in $SITE: $(for d in ase torchmdnet warp; do [ -d "$SITE/$d" ] && printf '%s ' "$d"; done)"
+}
+
+install_wheels
+export PYTHONPATH="$SITE:$repo${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+out_dir=${OUT:-bench/results}
+result=${RESULT:-gpu_tensornet.json}
+mkdir -p "$out_dir" bench/results
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$out_dir/${result%.json}.log" || true
+budget=$((${BUDGET_S:-570} - (SECONDS - start)))
+set +e
+python3 bench/gpu_tensornet.py --out "$out_dir/$result" --budget-s "$budget" "$@" 2>&1 | tee -a "$out_dir/${result%.json}.log"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$(realpath "$out_dir")" != "$(realpath bench/results)" ] && [ -f "$out_dir/$result" ]; then
+    cp "$out_dir/$result" bench/results/
+fi
+exit "$status"
