@@ -19,7 +19,7 @@ EXPNORM, GAUSS = 0, 1
 RBF_CODES = {"expnorm": EXPNORM, "gauss": GAUSS}
 # Edge tiles are (receivers per program, slots per step). The CPU interpreter runs every
 # operation of every program in numpy, so it gets larger tiles (fewer, larger operations).
-GPU_TILE = (2, 16)
+GPU_TILE = (1, 16)
 INTERPRETER_TILE = (8, 32)
 
 

@@ -27,6 +27,10 @@ from torch import Tensor
 from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, radial_basis, row_sum, store_rows, tile_shape
 
 
+# Hidden units of the radial MLP's 2F-wide layer handled per step (bounds the staged weight tiles).
+HIDDEN_CHUNK = 32
+
+
 class RadialMLP(NamedTuple):
     """A TensorNet interaction's radial filter: basis, cutoffs and three linear layers
     (weights as ``nn.Linear`` stores them, [out, in]) with an activation after each."""
@@ -47,36 +51,52 @@ class RadialMLP(NamedTuple):
 
 
 @triton.jit
-def _mlp_hidden(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, R, F, alpha, lower, upper,
-                RBF: tl.constexpr, ACT: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr,
-                BF2: tl.constexpr, PRECISION: tl.constexpr):
-    """Radial basis (values, slopes) [M, BR] and the two hidden layers' pre-activations and outputs."""
+def _first_layer(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper,
+                 RBF: tl.constexpr, ACT: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, PRECISION: tl.constexpr):
+    """Radial basis (values, slopes) [M, BR] and the first layer's pre-activation and output [M, BF]."""
     r = tl.arange(0, BR)
     f = tl.arange(0, BF)
-    f2 = tl.arange(0, BF2)
     p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
     p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
     rbf, rbf_slope = radial_basis(d, p0, p1, lower, upper, alpha, RBF)
     w1t = tl.load(w1_ptr + f[None, :] * R + r[:, None], mask=(r[:, None] < R) & (f[None, :] < F), other=0.0)
     z1 = tl.dot(rbf, w1t, input_precision=PRECISION) + tl.load(b1_ptr + f, mask=f < F, other=0.0)[None, :]
-    h1 = activation(z1, ACT)
-    w2t = tl.load(w2_ptr + f2[None, :] * F + f[:, None], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
-    z2 = tl.dot(h1, w2t, input_precision=PRECISION) + tl.load(b2_ptr + f2, mask=f2 < 2 * F, other=0.0)[None, :]
-    h2 = activation(z2, ACT)
-    return rbf, rbf_slope, z1, h1, z2, h2
+    return rbf, rbf_slope, z1, activation(z1, ACT)
 
 
 @triton.jit
-def _output_layer(h2, w3_ptr, b3_ptr, group: tl.constexpr, F, ACT: tl.constexpr, BF: tl.constexpr,
-                  BF2: tl.constexpr, PRECISION: tl.constexpr):
-    """Pre-activation [M, BF] of the last layer's outputs for filter group ``group``."""
+def _hidden_chunk(h1, w2_ptr, b2_ptr, k0, F, BF: tl.constexpr, KC: tl.constexpr, PRECISION: tl.constexpr):
+    """Pre-activation [M, KC] of hidden units k0 .. k0 + KC of the second layer (2F units)."""
     f = tl.arange(0, BF)
-    f2 = tl.arange(0, BF2)
-    w3t = tl.load(
-        w3_ptr + (group * F + f[None, :]) * (2 * F) + f2[:, None],
-        mask=(f2[:, None] < 2 * F) & (f[None, :] < F), other=0.0,
-    )
-    return tl.dot(h2, w3t, input_precision=PRECISION) + tl.load(b3_ptr + group * F + f, mask=f < F, other=0.0)[None, :]
+    k = k0 + tl.arange(0, KC)
+    w2t = tl.load(w2_ptr + k[None, :] * F + f[:, None], mask=(f[:, None] < F) & (k[None, :] < 2 * F), other=0.0)
+    return tl.dot(h1, w2t, input_precision=PRECISION) + tl.load(b2_ptr + k, mask=k < 2 * F, other=0.0)[None, :]
+
+
+@triton.jit
+def _third_weights(w3_ptr, group: tl.constexpr, k0, F, BF: tl.constexpr, KC: tl.constexpr):
+    """Columns k0 .. k0 + KC of W3's rows for filter group ``group``, as [BF, KC]."""
+    f = tl.arange(0, BF)
+    k = k0 + tl.arange(0, KC)
+    return tl.load(w3_ptr + (group * F + f[:, None]) * (2 * F) + k[None, :],
+                   mask=(f[:, None] < F) & (k[None, :] < 2 * F), other=0.0)
+
+
+@triton.jit
+def _last_layer(h1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, F, ACT: tl.constexpr, M: tl.constexpr, BF: tl.constexpr,
+                KC: tl.constexpr, PRECISION: tl.constexpr):
+    """Pre-activations [M, BF] of the last layer for the three filter groups. The 2F hidden
+    units are streamed KC at a time, so no weight tile larger than [BF, KC] is staged."""
+    f = tl.arange(0, BF)
+    z3a = tl.zeros((M, BF), tl.float32) + tl.load(b3_ptr + f, mask=f < F, other=0.0)[None, :]
+    z3b = tl.zeros((M, BF), tl.float32) + tl.load(b3_ptr + F + f, mask=f < F, other=0.0)[None, :]
+    z3c = tl.zeros((M, BF), tl.float32) + tl.load(b3_ptr + 2 * F + f, mask=f < F, other=0.0)[None, :]
+    for k0 in range(0, 2 * F, KC):
+        h2 = activation(_hidden_chunk(h1, w2_ptr, b2_ptr, k0, F, BF, KC, PRECISION), ACT)
+        z3a += tl.dot(h2, tl.trans(_third_weights(w3_ptr, 0, k0, F, BF, KC)), input_precision=PRECISION)
+        z3b += tl.dot(h2, tl.trans(_third_weights(w3_ptr, 1, k0, F, BF, KC)), input_precision=PRECISION)
+        z3c += tl.dot(h2, tl.trans(_third_weights(w3_ptr, 2, k0, F, BF, KC)), input_precision=PRECISION)
+    return z3a, z3b, z3c
 
 
 @triton.jit
@@ -92,7 +112,7 @@ def _forward_kernel(
     p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
     n_rows, K, R, F, alpha, lower, upper,
     RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
-    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, BF2: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, KC: tl.constexpr,
 ):
     row0 = tl.program_id(0) * ROWS
     rows = row0 + tl.arange(0, ROWS)
@@ -109,17 +129,16 @@ def _forward_kernel(
     a9 = tl.zeros((ROWS, BF), tl.float32)
     for slot0 in range(0, max_count, SLOTS):
         row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
-        rbf, rbf_slope, z1, h1, z2, h2 = _mlp_hidden(
-            d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, BF2, PRECISION
-        )
-        cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
-        f0 = activation(_output_layer(h2, w3_ptr, b3_ptr, 0, F, ACT, BF, BF2, PRECISION), ACT) * cut[:, None]
+        _, _, _, h1 = _first_layer(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, PRECISION)
+        z3a, z3b, z3c = _last_layer(h1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, F, ACT, ROWS * SLOTS, BF, KC, PRECISION)
+        cut, _ = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        f0 = activation(z3a, ACT) * cut[:, None]
         a0 += row_sum(f0 * _gather(feat_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
-        f1 = activation(_output_layer(h2, w3_ptr, b3_ptr, 1, F, ACT, BF, BF2, PRECISION), ACT) * cut[:, None]
+        f1 = activation(z3b, ACT) * cut[:, None]
         a1 += row_sum(f1 * _gather(feat_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
         a2 += row_sum(f1 * _gather(feat_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
         a3 += row_sum(f1 * _gather(feat_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
-        f2 = activation(_output_layer(h2, w3_ptr, b3_ptr, 2, F, ACT, BF, BF2, PRECISION), ACT) * cut[:, None]
+        f2 = activation(z3c, ACT) * cut[:, None]
         a4 += row_sum(f2 * _gather(feat_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
         a5 += row_sum(f2 * _gather(feat_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
         a6 += row_sum(f2 * _gather(feat_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
@@ -150,16 +169,14 @@ def _backward_kernel(
     p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
     n_rows, K, R, F, alpha, lower, upper,
     RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
-    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, BF2: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, KC: tl.constexpr,
 ):
     row0 = tl.program_id(0) * ROWS
     rows = row0 + tl.arange(0, ROWS)
     max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
     f = tl.arange(0, BF)
-    f2 = tl.arange(0, BF2)
     r = tl.arange(0, BR)
     w1 = tl.load(w1_ptr + f[:, None] * R + r[None, :], mask=(f[:, None] < F) & (r[None, :] < R), other=0.0)
-    w2 = tl.load(w2_ptr + f2[:, None] * F + f[None, :], mask=(f2[:, None] < 2 * F) & (f[None, :] < F), other=0.0)
     a0 = tl.zeros((ROWS, BF), tl.float32)
     a1 = tl.zeros((ROWS, BF), tl.float32)
     a2 = tl.zeros((ROWS, BF), tl.float32)
@@ -172,23 +189,19 @@ def _backward_kernel(
     a9 = tl.zeros((ROWS, BF), tl.float32)
     for slot0 in range(0, max_count, SLOTS):
         row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
-        rbf, rbf_slope, z1, h1, z2, h2 = _mlp_hidden(
-            d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, BF2, PRECISION
+        _, rbf_slope, z1, h1 = _first_layer(
+            d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, PRECISION
         )
+        z3a, z3b, z3c = _last_layer(h1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, F, ACT, ROWS * SLOTS, BF, KC, PRECISION)
         cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
-        # Group 0 (I): the feature gradient's neighbour sum, and d loss / d filter.
-        z3 = _output_layer(h2, w3_ptr, b3_ptr, 0, F, ACT, BF, BF2, PRECISION)
-        out3 = activation(z3, ACT)
+        # Per group: the feature gradient's neighbour sum, and d loss / d last-layer pre-activation.
+        out3 = activation(z3a, ACT)
         filt = out3 * cut[:, None]
         a0 += row_sum(filt * _gather(grad_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
         g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 0, F, valid, BF)
         g_cut = tl.sum(g_filter * out3, axis=1)
-        g_z3 = g_filter * cut[:, None] * activation_grad(z3, ACT)
-        w3 = tl.load(w3_ptr + f[:, None] * (2 * F) + f2[None, :], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
-        g_h2 = tl.dot(g_z3, w3, input_precision=PRECISION)
-        # Group 1 (A).
-        z3 = _output_layer(h2, w3_ptr, b3_ptr, 1, F, ACT, BF, BF2, PRECISION)
-        out3 = activation(z3, ACT)
+        g_z3a = g_filter * cut[:, None] * activation_grad(z3a, ACT)
+        out3 = activation(z3b, ACT)
         filt = out3 * cut[:, None]
         a1 += row_sum(filt * _gather(grad_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
         a2 += row_sum(filt * _gather(grad_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
@@ -197,12 +210,8 @@ def _backward_kernel(
         g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 2, F, valid, BF)
         g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 3, F, valid, BF)
         g_cut += tl.sum(g_filter * out3, axis=1)
-        g_z3 = g_filter * cut[:, None] * activation_grad(z3, ACT)
-        w3 = tl.load(w3_ptr + (F + f[:, None]) * (2 * F) + f2[None, :], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
-        g_h2 += tl.dot(g_z3, w3, input_precision=PRECISION)
-        # Group 2 (S).
-        z3 = _output_layer(h2, w3_ptr, b3_ptr, 2, F, ACT, BF, BF2, PRECISION)
-        out3 = activation(z3, ACT)
+        g_z3b = g_filter * cut[:, None] * activation_grad(z3b, ACT)
+        out3 = activation(z3c, ACT)
         filt = out3 * cut[:, None]
         a4 += row_sum(filt * _gather(grad_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
         a5 += row_sum(filt * _gather(grad_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
@@ -217,13 +226,18 @@ def _backward_kernel(
         g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 8, F, valid, BF)
         g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 9, F, valid, BF)
         g_cut += tl.sum(g_filter * out3, axis=1)
-        g_z3 = g_filter * cut[:, None] * activation_grad(z3, ACT)
-        w3 = tl.load(w3_ptr + (2 * F + f[:, None]) * (2 * F) + f2[None, :], mask=(f[:, None] < F) & (f2[None, :] < 2 * F), other=0.0)
-        g_h2 += tl.dot(g_z3, w3, input_precision=PRECISION)
-        # Back through the hidden layers and the basis to the length, then to the vector.
-        g_z2 = g_h2 * activation_grad(z2, ACT)
-        g_z1 = tl.dot(g_z2, w2, input_precision=PRECISION) * activation_grad(z1, ACT)
-        g_rbf = tl.dot(g_z1, w1, input_precision=PRECISION)
+        g_z3c = g_filter * cut[:, None] * activation_grad(z3c, ACT)
+        # Back through the hidden layer, KC units at a time (recomputed), to the first layer.
+        g_h1 = tl.zeros((ROWS * SLOTS, BF), tl.float32)
+        for k0 in range(0, 2 * F, KC):
+            z2 = _hidden_chunk(h1, w2_ptr, b2_ptr, k0, F, BF, KC, PRECISION)
+            g_h2 = tl.dot(g_z3a, _third_weights(w3_ptr, 0, k0, F, BF, KC), input_precision=PRECISION)
+            g_h2 += tl.dot(g_z3b, _third_weights(w3_ptr, 1, k0, F, BF, KC), input_precision=PRECISION)
+            g_h2 += tl.dot(g_z3c, _third_weights(w3_ptr, 2, k0, F, BF, KC), input_precision=PRECISION)
+            k = k0 + tl.arange(0, KC)
+            w2 = tl.load(w2_ptr + k[:, None] * F + f[None, :], mask=(k[:, None] < 2 * F) & (f[None, :] < F), other=0.0)
+            g_h1 += tl.dot(g_h2 * activation_grad(z2, ACT), w2, input_precision=PRECISION)
+        g_rbf = tl.dot(g_h1 * activation_grad(z1, ACT), w1, input_precision=PRECISION)
         g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
         scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
         tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
@@ -250,8 +264,8 @@ def _launch_args(mlp: RadialMLP, vec: Tensor, neighbors: Tensor, counts: Tensor,
     scalars = (n_rows, K, R, F, mlp.alpha, mlp.cutoff_lower, mlp.cutoff_upper)
     meta = dict(
         RBF=mlp.rbf_code, ACT=mlp.activation_code, HAS_LOWER=mlp.cutoff_lower > 0, PRECISION=precision,
-        ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)),
-        BF=max(16, triton.next_power_of_2(F)), BF2=max(16, triton.next_power_of_2(2 * F)),
+        ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
+        KC=HIDDEN_CHUNK,
     )
     return grid, weights, scalars, meta
 

@@ -5,9 +5,12 @@ them directly. Neighbour search (:mod:`fastnnp.kernels.neighbor_search`) gives a
 grouped by receiver; the embedding and interaction messages
 (:mod:`fastnnp.kernels.embedding_messages`, :mod:`fastnnp.kernels.interaction_messages`) run
 distance, radial basis, cutoff, radial MLP and aggregation in one kernel each, forward and
-backward, never storing anything per edge and channel. The atom-local steps between message
-passes (normalisation, decomposition, channel-mixing GEMMs, products) are the reference
-module's own torch code. Parameters are constants: forces and stress, not training.
+backward, never storing anything per edge and channel. After each interaction's messages,
+the O(3)/SO(3) products, normalisation and residual update run as two fused per-atom kernels
+(:mod:`fastnnp.kernels.interaction_update`) around the channel-mixing GEMMs, which act on the
+ten independent components instead of nine entries per part. The remaining atom-local steps
+(the embedding's tensor, each layer's input normalisation and linears, the readout) are the
+reference module's torch code. Parameters are constants: forces and stress, not training.
 """
 
 from typing import Optional
@@ -18,6 +21,7 @@ from torch import Tensor, nn
 from ..kernels.edge_math import ACTIVATION_CODES, RBF_CODES
 from ..kernels.embedding_messages import DistanceProjection, embedding_messages
 from ..kernels.interaction_messages import RadialMLP, interaction_messages
+from ..kernels.interaction_update import message_products, residual_update
 from ..kernels.neighbor_search import neighbor_table, table_vectors
 from .activations import ShiftedSoftplus, Swish
 from .backend import check_triton_device
@@ -25,6 +29,8 @@ from .radial import ExpNormalSmearing
 from .tensornet import Interaction, TensorEmbedding, TensorNet
 
 PRECISIONS = ("ieee", "tf32")
+# The I, A (vector) and S (six entries) parts of the [N, 10, F] per-atom component arrays.
+COMPONENTS = (slice(0, 1), slice(1, 4), slice(4, 10))
 
 
 def _activation_code(module: nn.Module) -> int:
@@ -102,16 +108,18 @@ class TritonTensorNet(TensorNet):
         self.neighbor_capacity = table.neighbors.shape[1]
         vec = table_vectors(table, pos, batch, box)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
-        charge_factor = (1 + 0.1 * atom_charge)[:, None, None, None]
+        charge_factor = 1 + 0.1 * atom_charge
         X = self._embed(z, vec, table.neighbors, table.counts)
         for layer in self.layers:
-            X, Y, features = layer._prepare(X)
+            X, _, features = layer._prepare(X)
             self_loop = layer._distance_filter(self.distance_expansion, X.new_zeros(1))[0]
             messages = interaction_messages(
                 vec, features, table.neighbors, table.counts, interaction_filter(layer, self.distance_expansion),
                 self.precision,
             )
-            (X,) = layer._update(X, Y, features, messages, charge_factor, self_loop)
+            products = message_products(messages, features, self_loop, charge_factor, self.equivariance_invariance_group)
+            mixed = torch.cat([linear(products[:, part]) for linear, part in zip(layer.linears_tensor[3:], COMPONENTS)], 1)
+            X = residual_update(X, mixed, charge_factor)
         return self._readout(X)[0], None
 
     def _embed(self, z: Tensor, vec: Tensor, neighbors: Tensor, counts: Tensor) -> Tensor:
