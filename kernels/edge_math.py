@@ -131,3 +131,29 @@ def store_rows(ptr, acc, row0, c: tl.constexpr, n_rows, F, ROWS: tl.constexpr, B
     rows = (row0 + tl.arange(0, ROWS)).to(tl.int64)
     f = tl.arange(0, BF)
     tl.store(ptr + rows[:, None] * (10 * F) + c * F + f[None, :], acc, mask=(rows[:, None] < n_rows) & (f[None, :] < F))
+
+
+@triton.jit
+def zero_rows(ROWS: tl.constexpr, BF: tl.constexpr):
+    """Ten [ROWS, BF] float32 accumulators, one per component (I, A vector, S six)."""
+    return (
+        tl.zeros((ROWS, BF), tl.float32), tl.zeros((ROWS, BF), tl.float32), tl.zeros((ROWS, BF), tl.float32),
+        tl.zeros((ROWS, BF), tl.float32), tl.zeros((ROWS, BF), tl.float32), tl.zeros((ROWS, BF), tl.float32),
+        tl.zeros((ROWS, BF), tl.float32), tl.zeros((ROWS, BF), tl.float32), tl.zeros((ROWS, BF), tl.float32),
+        tl.zeros((ROWS, BF), tl.float32),
+    )
+
+
+@triton.jit
+def store_all_rows(ptr, row0, n_rows, F, ROWS: tl.constexpr, BF: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9):
+    """Store the ten accumulators of :func:`zero_rows` into rows row0.. of a [N, 10, F] array."""
+    store_rows(ptr, a0, row0, 0, n_rows, F, ROWS, BF)
+    store_rows(ptr, a1, row0, 1, n_rows, F, ROWS, BF)
+    store_rows(ptr, a2, row0, 2, n_rows, F, ROWS, BF)
+    store_rows(ptr, a3, row0, 3, n_rows, F, ROWS, BF)
+    store_rows(ptr, a4, row0, 4, n_rows, F, ROWS, BF)
+    store_rows(ptr, a5, row0, 5, n_rows, F, ROWS, BF)
+    store_rows(ptr, a6, row0, 6, n_rows, F, ROWS, BF)
+    store_rows(ptr, a7, row0, 7, n_rows, F, ROWS, BF)
+    store_rows(ptr, a8, row0, 8, n_rows, F, ROWS, BF)
+    store_rows(ptr, a9, row0, 9, n_rows, F, ROWS, BF)

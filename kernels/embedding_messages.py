@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .edge_math import cosine_cutoff, edge_tile, radial_basis, row_sum, store_rows, tile_shape
+from .edge_math import cosine_cutoff, edge_tile, radial_basis, row_sum, store_all_rows, tile_shape, zero_rows
 
 
 class DistanceProjection(NamedTuple):
@@ -72,16 +72,7 @@ def _forward_kernel(
     r = tl.arange(0, BR)
     p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
     p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
-    a0 = tl.zeros((ROWS, BF), tl.float32)
-    a1 = tl.zeros((ROWS, BF), tl.float32)
-    a2 = tl.zeros((ROWS, BF), tl.float32)
-    a3 = tl.zeros((ROWS, BF), tl.float32)
-    a4 = tl.zeros((ROWS, BF), tl.float32)
-    a5 = tl.zeros((ROWS, BF), tl.float32)
-    a6 = tl.zeros((ROWS, BF), tl.float32)
-    a7 = tl.zeros((ROWS, BF), tl.float32)
-    a8 = tl.zeros((ROWS, BF), tl.float32)
-    a9 = tl.zeros((ROWS, BF), tl.float32)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
     for slot0 in range(0, max_count, SLOTS):
         row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
         ux, uy, uz = _direction(vx, vy, vz, d)
@@ -100,16 +91,7 @@ def _forward_kernel(
         a7 += row_sum(m2 * (ux * uy)[:, None], ROWS, SLOTS, BF)
         a8 += row_sum(m2 * (ux * uz)[:, None], ROWS, SLOTS, BF)
         a9 += row_sum(m2 * (uy * uz)[:, None], ROWS, SLOTS, BF)
-    store_rows(out_ptr, a0, row0, 0, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a1, row0, 1, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a2, row0, 2, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a3, row0, 3, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a4, row0, 4, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a5, row0, 5, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a6, row0, 6, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a7, row0, 7, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a8, row0, 8, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a9, row0, 9, n_rows, F, ROWS, BF)
+    store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
 @triton.jit

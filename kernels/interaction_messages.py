@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, radial_basis, row_sum, store_rows, tile_shape
+from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, radial_basis, row_sum, store_all_rows, tile_shape, zero_rows
 
 
 # Hidden units of the radial MLP's 2F-wide layer handled per step (bounds the staged weight tiles).
@@ -117,16 +117,7 @@ def _forward_kernel(
     row0 = tl.program_id(0) * ROWS
     rows = row0 + tl.arange(0, ROWS)
     max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
-    a0 = tl.zeros((ROWS, BF), tl.float32)
-    a1 = tl.zeros((ROWS, BF), tl.float32)
-    a2 = tl.zeros((ROWS, BF), tl.float32)
-    a3 = tl.zeros((ROWS, BF), tl.float32)
-    a4 = tl.zeros((ROWS, BF), tl.float32)
-    a5 = tl.zeros((ROWS, BF), tl.float32)
-    a6 = tl.zeros((ROWS, BF), tl.float32)
-    a7 = tl.zeros((ROWS, BF), tl.float32)
-    a8 = tl.zeros((ROWS, BF), tl.float32)
-    a9 = tl.zeros((ROWS, BF), tl.float32)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
     for slot0 in range(0, max_count, SLOTS):
         row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
         _, _, _, h1 = _first_layer(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, PRECISION)
@@ -145,16 +136,7 @@ def _forward_kernel(
         a7 += row_sum(f2 * _gather(feat_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
         a8 += row_sum(f2 * _gather(feat_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
         a9 += row_sum(f2 * _gather(feat_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
-    store_rows(out_ptr, a0, row0, 0, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a1, row0, 1, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a2, row0, 2, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a3, row0, 3, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a4, row0, 4, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a5, row0, 5, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a6, row0, 6, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a7, row0, 7, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a8, row0, 8, n_rows, F, ROWS, BF)
-    store_rows(out_ptr, a9, row0, 9, n_rows, F, ROWS, BF)
+    store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
 @triton.jit
@@ -177,16 +159,7 @@ def _backward_kernel(
     f = tl.arange(0, BF)
     r = tl.arange(0, BR)
     w1 = tl.load(w1_ptr + f[:, None] * R + r[None, :], mask=(f[:, None] < F) & (r[None, :] < R), other=0.0)
-    a0 = tl.zeros((ROWS, BF), tl.float32)
-    a1 = tl.zeros((ROWS, BF), tl.float32)
-    a2 = tl.zeros((ROWS, BF), tl.float32)
-    a3 = tl.zeros((ROWS, BF), tl.float32)
-    a4 = tl.zeros((ROWS, BF), tl.float32)
-    a5 = tl.zeros((ROWS, BF), tl.float32)
-    a6 = tl.zeros((ROWS, BF), tl.float32)
-    a7 = tl.zeros((ROWS, BF), tl.float32)
-    a8 = tl.zeros((ROWS, BF), tl.float32)
-    a9 = tl.zeros((ROWS, BF), tl.float32)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
     for slot0 in range(0, max_count, SLOTS):
         row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
         _, rbf_slope, z1, h1 = _first_layer(
@@ -243,16 +216,7 @@ def _backward_kernel(
         tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
         tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
         tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)
-    store_rows(grad_feat_ptr, a0, row0, 0, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a1, row0, 1, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a2, row0, 2, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a3, row0, 3, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a4, row0, 4, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a5, row0, 5, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a6, row0, 6, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a7, row0, 7, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a8, row0, 8, n_rows, F, ROWS, BF)
-    store_rows(grad_feat_ptr, a9, row0, 9, n_rows, F, ROWS, BF)
+    store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
 def _launch_args(mlp: RadialMLP, vec: Tensor, neighbors: Tensor, counts: Tensor, precision: str):

@@ -87,7 +87,7 @@ def _products_forward(m_ptr, t_ptr, loop_ptr, c_ptr, out_ptr, n_atoms, F,
                       O3: tl.constexpr, BN: tl.constexpr, BF: tl.constexpr):
     atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
     c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
-    m, t, loop = _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F)
+    m, t, _ = _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F)
     C = _products(compose(*m), compose(*t), c, O3)
     inv = 1.0 / (squared_norm(*C) + 1.0)
     q = decompose(*C)

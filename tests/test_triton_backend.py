@@ -91,7 +91,7 @@ def test_cpu_without_interpreter_is_refused(data_dir, monkeypatch):
 def test_trainable_parameters_are_refused():
     _, triton = _pair()
     triton.requires_grad_(True)
-    z, pos, batch, box = random_system("open")
+    z, pos, batch, _ = random_system("open")
     with pytest.raises(RuntimeError, match="parameters as constants"):
         triton(z, pos, batch)
 
