@@ -5,6 +5,16 @@
 #   bash bench/gpu_run.sh ARGS...      stage, install what is complete into /tmp/site (once per machine),
 #                                      then python3 bench/gpu_tensornet.py --out $OUT/$RESULT ARGS...
 #
+# The device calls, back to back (bash bench/gpu_prepare.sh fills .whl/ here first):
+#   1. carry [".whl/carry1"]:  bash bench/gpu_run.sh
+#   2. carry [".whl/carry2"]:  bash bench/gpu_run.sh
+#   3. carry [".whl/carry3"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_tensornet_small.json bash bench/gpu_run.sh \
+#                                  --molecules 22 50 100 200 --sizes 1000 10000
+#   4. no carry:               FASTNNP_COMMIT=<sha> RESULT=gpu_tensornet_large.json bash bench/gpu_run.sh \
+#                                  --skip-parity --molecules --sizes 100000 1000000
+# then here: python3 bench/gpu_tensornet.py --merge <files_at>/gpu_tensornet_small.json \
+#                <files_at>/gpu_tensornet_large.json --out bench/results/gpu_tensornet_h100.json
+#
 # Pieces carried in earlier calls stay in /tmp/w while the machine is warm (calls back to back).
 # The warp wheel is reassembled and checked against the sha256 of warp.manifest once every piece
 # is there; if some are missing the run goes on without TorchMD-Net (its rows then fail, recorded).
