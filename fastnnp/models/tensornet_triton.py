@@ -78,7 +78,7 @@ class TritonTensorNet(TensorNet):
     """:class:`TensorNet` with its neighbour search and edge work on Triton kernels (float32).
 
     ``precision`` is the kernels' matmul input precision: "ieee" (exact float32, default) or
-    "tf32" (opt-in; faster on NVIDIA GPUs, about 1e-3 relative error in the radial MLP).
+    "tf32" (opt-in; faster on NVIDIA GPUs; its error against float64 is not yet measured).
     """
 
     def __init__(self, *args, precision: str = "ieee", **kwargs):
