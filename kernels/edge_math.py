@@ -6,10 +6,10 @@ checkpoints name, the two radial bases and the cosine cutoff with their derivati
 and stores of edge tiles over a :class:`~fastnnp.kernels.neighbor_search.NeighborTable`.
 """
 
-import os
-
 import triton
 import triton.language as tl
+
+from . import interpreting
 
 # Activation codes (tl.constexpr arguments of the kernels).
 SILU, SSP, TANH, SIGMOID = 0, 1, 2, 3
@@ -25,7 +25,7 @@ INTERPRETER_TILE = (8, 32)
 
 def tile_shape() -> tuple[int, int]:
     """(ROWS, SLOTS) of the edge kernels' tiles on this platform."""
-    return INTERPRETER_TILE if os.environ.get("TRITON_INTERPRET") == "1" else GPU_TILE
+    return INTERPRETER_TILE if interpreting() else GPU_TILE
 
 
 @triton.jit
@@ -100,6 +100,14 @@ def radial_basis(d, p0, p1, lower, upper, alpha, RBF: tl.constexpr):
         value = tl.exp(p1[None, :] * delta * delta)
         slope = value * (2.0 * p1[None, :] * delta)
     return value, slope
+
+
+@triton.jit
+def program_rows(counts_ptr, n_rows, ROWS: tl.constexpr):
+    """First receiver row of this program and the most slots any of its ROWS rows uses."""
+    row0 = tl.program_id(0) * ROWS
+    rows = row0 + tl.arange(0, ROWS)
+    return row0, tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
 
 
 @triton.jit

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .edge_math import cosine_cutoff, edge_tile, radial_basis, row_sum, store_all_rows, tile_shape, zero_rows
+from .edge_math import cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, store_all_rows, tile_shape, zero_rows
 
 
 class DistanceProjection(NamedTuple):
@@ -66,9 +66,7 @@ def _forward_kernel(
     RBF: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
     ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr,
 ):
-    row0 = tl.program_id(0) * ROWS
-    rows = row0 + tl.arange(0, ROWS)
-    max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
     r = tl.arange(0, BR)
     p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
     p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
@@ -108,9 +106,7 @@ def _backward_kernel(
     RBF: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
     ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr,
 ):
-    row0 = tl.program_id(0) * ROWS
-    rows = row0 + tl.arange(0, ROWS)
-    max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
     r = tl.arange(0, BR)
     f = tl.arange(0, BF)
     p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, radial_basis, row_sum, store_all_rows, tile_shape, zero_rows
+from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, store_all_rows, tile_shape, zero_rows
 
 
 # Hidden units of the radial MLP's 2F-wide layer handled per step (bounds the staged weight tiles).
@@ -114,9 +114,7 @@ def _forward_kernel(
     RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
     ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, KC: tl.constexpr,
 ):
-    row0 = tl.program_id(0) * ROWS
-    rows = row0 + tl.arange(0, ROWS)
-    max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
     a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
     for slot0 in range(0, max_count, SLOTS):
         row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
@@ -153,9 +151,7 @@ def _backward_kernel(
     RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
     ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, KC: tl.constexpr,
 ):
-    row0 = tl.program_id(0) * ROWS
-    rows = row0 + tl.arange(0, ROWS)
-    max_count = tl.max(tl.load(counts_ptr + rows, mask=rows < n_rows, other=0), axis=0)
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
     f = tl.arange(0, BF)
     r = tl.arange(0, BR)
     w1 = tl.load(w1_ptr + f[:, None] * R + r[None, :], mask=(f[:, None] < F) & (r[None, :] < R), other=0.0)
@@ -219,7 +215,7 @@ def _backward_kernel(
     store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
-def _launch_args(mlp: RadialMLP, vec: Tensor, neighbors: Tensor, counts: Tensor, precision: str):
+def _launch_args(mlp: RadialMLP, neighbors: Tensor, precision: str):
     n_rows, K = neighbors.shape
     F, R = mlp.w1.shape
     rows, slots = tile_shape()
@@ -240,7 +236,7 @@ class InteractionMessages(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vec, features, neighbors, counts, mlp, precision):
         out = torch.empty_like(features)
-        grid, weights, scalars, meta = _launch_args(mlp, vec, neighbors, counts, precision)
+        grid, weights, scalars, meta = _launch_args(mlp, neighbors, precision)
         _forward_kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
         ctx.save_for_backward(vec, features, neighbors, counts)
         ctx.mlp, ctx.precision = mlp, precision
@@ -253,7 +249,7 @@ class InteractionMessages(torch.autograd.Function):
         grad = grad.contiguous()
         grad_features = torch.empty_like(features)
         grad_vec = torch.zeros_like(vec)
-        grid, weights, scalars, meta = _launch_args(ctx.mlp, vec, neighbors, counts, ctx.precision)
+        grid, weights, scalars, meta = _launch_args(ctx.mlp, neighbors, ctx.precision)
         _backward_kernel[grid](
             vec, neighbors, counts, features, grad, grad_features, grad_vec, *weights, *scalars, **meta
         )

@@ -13,13 +13,12 @@ of P as GEMMs. ``c`` [N] is the charge factor 1 + 0.1 q; the self-loop filter L 
 charge factor are constants for autograd.
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from . import interpreting
 from .cartesian import (
     compose,
     compose_t,
@@ -35,8 +34,12 @@ from .cartesian import (
 
 # Atoms x channels per program; the interpreter gets larger blocks (fewer numpy calls).
 GPU_BLOCK_ATOMS = 4
-BLOCK_ATOMS = 64 if os.environ.get("TRITON_INTERPRET") == "1" else GPU_BLOCK_ATOMS
+INTERPRETER_BLOCK_ATOMS = 64
 BLOCK_CHANNELS = 32
+
+
+def _block_atoms() -> int:
+    return INTERPRETER_BLOCK_ATOMS if interpreting() else GPU_BLOCK_ATOMS
 
 
 @triton.jit
@@ -174,8 +177,10 @@ def _residual_backward(d_ptr, c_ptr, grad_ptr, grad_d_ptr, n_atoms, F, BN: tl.co
     store_components(grad_d_ptr, offsets, mask, F, *gd)
 
 
-def _grid(n_atoms: int, F: int) -> tuple[int, int]:
-    return triton.cdiv(n_atoms, BLOCK_ATOMS), triton.cdiv(F, BLOCK_CHANNELS)
+def _launch(n_atoms: int, F: int) -> tuple[tuple[int, int], dict]:
+    """Grid and block sizes of the per-atom kernels."""
+    block_atoms = _block_atoms()
+    return (triton.cdiv(n_atoms, block_atoms), triton.cdiv(F, BLOCK_CHANNELS)), {"BN": block_atoms, "BF": BLOCK_CHANNELS}
 
 
 class MessageProducts(torch.autograd.Function):
@@ -183,9 +188,8 @@ class MessageProducts(torch.autograd.Function):
     def forward(ctx, messages, features, self_loop, charge_factor, o3):
         n_atoms, _, F = messages.shape
         out = torch.empty_like(messages)
-        _products_forward[_grid(n_atoms, F)](
-            messages, features, self_loop, charge_factor, out, n_atoms, F, O3=o3, BN=BLOCK_ATOMS, BF=BLOCK_CHANNELS
-        )
+        grid, blocks = _launch(n_atoms, F)
+        _products_forward[grid](messages, features, self_loop, charge_factor, out, n_atoms, F, O3=o3, **blocks)
         ctx.save_for_backward(messages, features, self_loop, charge_factor)
         ctx.o3 = o3
         return out
@@ -196,9 +200,10 @@ class MessageProducts(torch.autograd.Function):
         messages, features, self_loop, charge_factor = ctx.saved_tensors
         n_atoms, _, F = messages.shape
         grad_messages, grad_features = torch.empty_like(messages), torch.empty_like(features)
-        _products_backward[_grid(n_atoms, F)](
+        grid, blocks = _launch(n_atoms, F)
+        _products_backward[grid](
             messages, features, self_loop, charge_factor, grad.contiguous(), grad_messages, grad_features,
-            n_atoms, F, O3=ctx.o3, BN=BLOCK_ATOMS, BF=BLOCK_CHANNELS,
+            n_atoms, F, O3=ctx.o3, **blocks,
         )
         return grad_messages, grad_features, None, None, None
 
@@ -208,7 +213,8 @@ class ResidualUpdate(torch.autograd.Function):
     def forward(ctx, X, components, charge_factor):
         n_atoms, _, F = components.shape
         out = torch.empty_like(X)
-        _residual_forward[_grid(n_atoms, F)](X, components, charge_factor, out, n_atoms, F, BN=BLOCK_ATOMS, BF=BLOCK_CHANNELS)
+        grid, blocks = _launch(n_atoms, F)
+        _residual_forward[grid](X, components, charge_factor, out, n_atoms, F, **blocks)
         ctx.save_for_backward(components, charge_factor)
         return out
 
@@ -218,9 +224,8 @@ class ResidualUpdate(torch.autograd.Function):
         components, charge_factor = ctx.saved_tensors
         n_atoms, _, F = components.shape
         grad_components = torch.empty_like(components)
-        _residual_backward[_grid(n_atoms, F)](
-            components, charge_factor, grad.contiguous(), grad_components, n_atoms, F, BN=BLOCK_ATOMS, BF=BLOCK_CHANNELS
-        )
+        grid, blocks = _launch(n_atoms, F)
+        _residual_backward[grid](components, charge_factor, grad.contiguous(), grad_components, n_atoms, F, **blocks)
         return grad, grad_components, None
 
 

@@ -40,7 +40,7 @@ def _reference_products(messages, features, self_loop, charge, group):
 
 @pytest.fixture(params=[(4, 32), (64, 32)], ids=["gpu-block", "interpreter-block"])
 def block(request, monkeypatch):
-    monkeypatch.setattr(interaction_update, "BLOCK_ATOMS", request.param[0])
+    monkeypatch.setattr(interaction_update, "INTERPRETER_BLOCK_ATOMS", request.param[0])
     monkeypatch.setattr(interaction_update, "BLOCK_CHANNELS", request.param[1])
 
 

@@ -1,13 +1,13 @@
 """Which devices the Triton backend can run on (importable without Triton installed)."""
 
-import os
-
 import torch
+
+from ..kernels import interpreting
 
 
 def check_triton_device(device: torch.device) -> None:
     """Refuse devices the kernels cannot run on (CPU works only under the interpreter)."""
-    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+    if device.type == "cuda" or (device.type == "cpu" and interpreting()):
         return
     raise ValueError(
         f"backend='triton' needs a CUDA device, got {device}; set TRITON_INTERPRET=1 before importing "

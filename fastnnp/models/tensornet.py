@@ -149,16 +149,21 @@ class Interaction(nn.Module):
         filters = self._distance_filter(rbf_fn, distance)
         return (spread(filters, features, first, second, COMPONENT_GROUP.to(features.device)),)
 
-    def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Atom-local: normalised X, Y = its mixed components, and the message features
-        [n, 10, F] (I, A as vector, S as six entries)."""
+    def _mix(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Atom-local: normalised X and its mixed components I [n, F], A, S [n, 3, 3, F]."""
         X = X / (squared_norm(X) + 1)[:, None, None, :]
         scalar, antisym, sym = decompose(X)
-        scalar = self.linears_tensor[0](scalar)
-        antisym = self.linears_tensor[1](antisym)
-        sym = self.linears_tensor[2](sym)
-        features = torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
-        return X, compose(scalar, antisym, sym), features
+        return X, self.linears_tensor[0](scalar), self.linears_tensor[1](antisym), self.linears_tensor[2](sym)
+
+    @staticmethod
+    def _features(scalar: Tensor, antisym: Tensor, sym: Tensor) -> Tensor:
+        """Message features [n, 10, F]: I, A as vector, S as six entries."""
+        return torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
+
+    def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Atom-local: normalised X, Y = its mixed components, and the message features."""
+        X, scalar, antisym, sym = self._mix(X)
+        return X, compose(scalar, antisym, sym), self._features(scalar, antisym, sym)
 
     def _update(self, X, Y, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
         """Atom-local: the new X from the old, Y and the summed messages (plus the self loop's)."""

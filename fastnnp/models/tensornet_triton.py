@@ -111,7 +111,8 @@ class TritonTensorNet(TensorNet):
         charge_factor = 1 + 0.1 * atom_charge
         X = self._embed(z, vec, table.neighbors, table.counts)
         for layer in self.layers:
-            X, _, features = layer._prepare(X)
+            X, *parts = layer._mix(X)
+            features = layer._features(*parts)
             self_loop = layer._distance_filter(self.distance_expansion, X.new_zeros(1))[0]
             messages = interaction_messages(
                 vec, features, table.neighbors, table.counts, interaction_filter(layer, self.distance_expansion),
