@@ -191,6 +191,7 @@ class EquivariantTransformer(nn.Module):
         self.max_z = max_z
         self.vector_cutoff = bool(vector_cutoff)
         self.dtype = dtype
+        self.neighbor_search = neighbor_list  # a fastnnp.neighbor_reuse cache may replace it
 
         self.embedding = nn.Embedding(max_z, hidden_channels, dtype=dtype)
         self.distance_expansion = radial_basis(
@@ -228,7 +229,7 @@ class EquivariantTransformer(nn.Module):
         q: Optional[Tensor] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         x = self.embedding(z)
-        nl = neighbor_list(
+        nl = self.neighbor_search(
             pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=True
         )
         receiver, sender = nl.edge_index[0], nl.edge_index[1]

@@ -150,6 +150,7 @@ class GraphNetwork(nn.Module):
         self.max_z = max_z
         self.aggr = aggr
         self.dtype = dtype
+        self.neighbor_search = neighbor_list  # a fastnnp.neighbor_reuse cache may replace it
 
         self.embedding = nn.Embedding(max_z, hidden_channels, dtype=dtype)
         self.distance_expansion = radial_basis(
@@ -177,7 +178,7 @@ class GraphNetwork(nn.Module):
         q: Optional[Tensor] = None,
     ) -> tuple[Tensor, None]:
         x = self.embedding(z)
-        nl = neighbor_list(
+        nl = self.neighbor_search(
             pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False
         )
         edge_attr = self.distance_expansion(nl.edge_weight)

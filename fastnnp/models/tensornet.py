@@ -237,6 +237,7 @@ class TensorNet(nn.Module):
         self.cutoff_lower, self.cutoff_upper = float(cutoff_lower), float(cutoff_upper)
         self.equivariance_invariance_group = equivariance_invariance_group
         self.memory_budget = memory_budget
+        self.neighbor_search = neighbor_list  # a fastnnp.neighbor_reuse cache may replace it
         self.distance_expansion = radial_basis(
             rbf_type, self.cutoff_lower, self.cutoff_upper, num_rbf, trainable_rbf, dtype
         )
@@ -257,7 +258,7 @@ class TensorNet(nn.Module):
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
     ) -> tuple[Tensor, None]:
-        graph = neighbor_list(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False)
+        graph = self.neighbor_search(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False)
         pairs = half_list(graph)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
         charge_factor = (1 + 0.1 * atom_charge)[:, None, None, None]

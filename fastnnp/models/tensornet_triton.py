@@ -87,6 +87,7 @@ class TritonTensorNet(TensorNet):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.neighbor_capacity: Optional[int] = None
+        self.table_search = neighbor_table  # a fastnnp.neighbor_reuse cache may replace it
         for layer in (self.tensor_embedding, *self.layers):
             _activation_code(layer.act)
 
@@ -101,7 +102,7 @@ class TritonTensorNet(TensorNet):
                 "backend='triton' treats the parameters as constants (energies, forces, stress); "
                 "freeze them with model.requires_grad_(False), or train with backend='torch'"
             )
-        table = neighbor_table(
+        table = self.table_search(
             pos.detach(), batch, self.cutoff_upper, self.cutoff_lower,
             box=None if box is None else box.detach(), capacity=self.neighbor_capacity,
         )
