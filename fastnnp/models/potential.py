@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..priors import Prior
 from ..validation import check_inputs
 
 
@@ -70,13 +71,58 @@ class NeuralPotential(nn.Module):
         neg_dy = torch.zeros_like(pos) if dy is None else -dy
         return (y, neg_dy) if keep_graph else (y.detach(), neg_dy)
 
+    @property
+    def has_atom_energies(self) -> bool:
+        """Whether the energy is a sum of per-atom terms: a summed scalar head and no priors
+        acting after the reduction (such as ZBL, D2, Coulomb)."""
+        head = type(self.output_model).__name__ in ("Scalar", "EquivariantScalar")
+        summed = getattr(self.output_model, "reduce_op", None) == "add"
+        atomwise = all(type(p).post_reduce is Prior.post_reduce for p in self.prior_model or ())
+        return head and summed and atomwise
+
+    def energy_terms(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Optional[Tensor] = None,
+        box: Optional[Tensor] = None,
+        q: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """Energy per system [n_systems, 1] and, where :attr:`has_atom_energies`, per atom
+        [n_atoms] (else None); no derivative is taken and the autograd graph is kept.
+
+        The per-atom terms sum to the system energy: each atom gets its head output × ``std``
+        plus its atom-wise priors, and an equal share of the per-system ``mean``.
+        """
+        if batch is None:
+            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=pos.device)
+        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype)
+        z, batch = z.long(), batch.long()
+        if q is not None:
+            q = q.reshape(n_systems).to(self.dtype)
+        x = self._atom_terms(z, pos, batch, box, q, None)
+        y = self._system_energy(x, z, pos, batch, box, None, n_systems)
+        if not self.has_atom_energies:
+            return y, None
+        atoms_per_system = torch.bincount(batch, minlength=n_systems).to(x.dtype)
+        return y, x[:, 0] + (self.mean / atoms_per_system)[batch]
+
     def _energy(self, z, pos, batch, box, q, extra_args, n_systems: int) -> Tensor:
+        x = self._atom_terms(z, pos, batch, box, q, extra_args)
+        return self._system_energy(x, z, pos, batch, box, extra_args, n_systems)
+
+    def _atom_terms(self, z, pos, batch, box, q, extra_args) -> Tensor:
+        """Per-atom outputs × std with the atom-wise priors applied [n_atoms, 1]."""
         representation_box = self.default_box if box is None else box
         x, v = self.representation_model(z, pos, batch, box=representation_box, q=q)
         x = self.output_model.pre_reduce(x, v, z, pos, batch)
         x = x * self.std
         for prior in self.prior_model or ():
             x = prior.pre_reduce(x, z, pos, batch, extra_args)
+        return x
+
+    def _system_energy(self, x, z, pos, batch, box, extra_args, n_systems: int) -> Tensor:
+        """Reduce per-atom terms, add ``mean``, apply the post-reduction priors [n_systems, 1]."""
         x = self.output_model.reduce(x, batch, n_systems)
         y = self.output_model.post_reduce(x + self.mean)
         for prior in self.prior_model or ():

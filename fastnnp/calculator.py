@@ -1,0 +1,283 @@
+"""ASE calculator: ``atoms.calc = FastNNPCalculator("model.ckpt")``."""
+
+import os
+import time
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .ensemble import Ensemble
+from .loading import load_model
+from .models.potential import NeuralPotential
+from .neighbor_reuse import use_verlet_skin
+from .units import energy_factor, length_factor
+
+PathLike = Union[str, os.PathLike]
+ModelSource = Union[PathLike, Sequence[PathLike], nn.Module]
+
+
+class FastNNPCalculator(Calculator):
+    """A fastnnp potential (or an ensemble of them) as an ASE calculator.
+
+    Results are in ASE units: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å), ``energies``
+    (eV per atom, for models whose energy is a sum of atom terms), ``stress`` (eV/Å³, Voigt
+    order xx yy zz yz xz xy, the strain derivative of the energy over the volume) for fully
+    periodic cells; an ensemble adds ``energy_std`` and ``forces_std`` (and ``stress_std``),
+    the spread over its members.
+
+    Args:
+        model: a checkpoint path, a list of paths or a ``.zip`` of checkpoints (an ensemble),
+            or a model from :func:`fastnnp.load_model`.
+        device: ``"auto"`` (CUDA when available, else CPU) or a torch device; ignored for a
+            loaded model, which runs where it lives.
+        dtype: torch.float32 or torch.float64; default the checkpoint's training precision.
+        charge: total charge used when ``atoms.info`` has no ``"charge"`` (default 0).
+        energy_unit: the model's energy unit: eV, meV, kcal/mol, kJ/mol, Hartree, or eV per unit.
+        length_unit: the model's length unit: Å, nm, Bohr, or Å per unit.
+        skin: Verlet skin in Å. The neighbour list is searched with cutoff + skin and reused
+            until an atom has moved more than skin / 2 or the cell changed; 0 searches every call.
+        load_kwargs: passed to :func:`fastnnp.load_model` (e.g. ``backend``, ``layout``).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
+
+    def __init__(
+        self,
+        model: ModelSource,
+        device: Union[str, torch.device] = "auto",
+        dtype: Optional[torch.dtype] = None,
+        charge: Optional[float] = None,
+        energy_unit: Union[str, float] = "eV",
+        length_unit: Union[str, float] = "Å",
+        skin: float = 1.0,
+        **load_kwargs,
+    ):
+        super().__init__()
+        self.model = _potential(model, device, dtype, load_kwargs)
+        self.members: list[NeuralPotential] = list(self.model) if isinstance(self.model, Ensemble) else [self.model]
+        for member in self.members:
+            if not isinstance(member, NeuralPotential):
+                raise TypeError(f"model must be a fastnnp potential or a checkpoint path, got {type(member).__name__}")
+        self.dtype = self.members[0].dtype
+        self.device = self.members[0].std.device
+        self.charge = 0.0 if charge is None else float(charge)
+        self.energy_factor = energy_factor(energy_unit)
+        self.length_factor = length_factor(length_unit)
+        if not (skin >= 0 and np.isfinite(skin)):
+            raise ValueError(f"skin must be a finite length >= 0 in Å, got {skin}")
+        self.skin = float(skin)
+        for member in self.members:
+            use_verlet_skin(member, self.skin / self.length_factor)
+        self.first_call_seconds: Optional[float] = None
+        self._numbers: Optional[tuple[np.ndarray, Tensor]] = None
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes, plus ``"info"`` when ``atoms.info`` (e.g. the charge) changed."""
+        changes = super().check_state(atoms, tol=tol)
+        if not changes and self.atoms is not None and self.atoms.info != atoms.info:
+            changes.append("info")
+        return changes
+
+    def calculate(
+        self,
+        atoms: Optional[Atoms] = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = tuple(all_changes),
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = _periodicity(atoms)
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
+        start = time.perf_counter() if self.first_call_seconds is None else None
+        z = self._atomic_numbers(atoms.numbers)
+        results = self._evaluate(
+            z, [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
+            "energies" in properties,
+        )
+        self.results = {name: value[0] for name, value in results.items()}
+        if start is not None:
+            self.first_call_seconds = time.perf_counter() - start
+
+    def calculate_batch(
+        self,
+        images: Sequence[Atoms],
+        properties: Sequence[str] = ("energy", "forces"),
+        max_atoms: int = 4096,
+        progress: bool = True,
+    ) -> list[dict[str, Union[float, np.ndarray]]]:
+        """Evaluate many structures, ``max_atoms`` atoms per model call at most (a larger
+        structure runs alone), open and periodic ones in separate calls.
+
+        Returns one dict per structure, in order, with the keys of ``results`` (``stress``
+        for periodic cells, ``energies`` when asked for in ``properties``).
+        """
+        images = list(images)
+        want_energies = "energies" in properties
+        for atoms in images:
+            if "stress" in properties and not _periodicity(atoms):
+                raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
+        output: list[Optional[dict]] = [None] * len(images)
+        with tqdm(total=len(images), disable=not progress, unit="structure", leave=False) as bar:
+            for group in _groups(images, max_atoms):
+                chosen = [images[k] for k in group]
+                periodic = _periodicity(chosen[0])
+                z = self._atomic_numbers(np.concatenate([a.numbers for a in chosen]))
+                results = self._evaluate(
+                    z, [a.positions for a in chosen], [a.cell.array for a in chosen] if periodic else None,
+                    [self._charge(a) for a in chosen], want_energies,
+                )
+                for slot, k in enumerate(group):
+                    output[k] = {name: value[slot] for name, value in results.items()}
+                bar.update(len(group))
+        return output
+
+    def _evaluate(
+        self,
+        z: Tensor,
+        positions: list[np.ndarray],
+        cells: Optional[list[np.ndarray]],
+        charges: list[float],
+        want_energies: bool,
+    ) -> dict[str, list]:
+        """Energies, forces and (with cells) stresses of several systems in one model call;
+        each result is a list with one entry per system, in ASE units."""
+        sizes = [len(p) for p in positions]
+        to_model = dict(dtype=self.dtype, device=self.device)
+        pos = torch.as_tensor(np.concatenate(positions) / self.length_factor, **to_model)
+        batch = torch.repeat_interleave(torch.arange(len(sizes), device=self.device), torch.tensor(sizes, device=self.device))
+        q = torch.as_tensor(charges, **to_model)
+        box = None if cells is None else torch.as_tensor(np.stack(cells) / self.length_factor, **to_model)
+        members = [self._member_results(m, z, pos, batch, box, q, want_energies) for m in self.members]
+        combined = _combine(members)
+        host = {name: value.detach().cpu().numpy() for name, value in combined.items()}
+        return _split(host, sizes, cells)
+
+    def _member_results(self, member: NeuralPotential, z, pos, batch, box, q, want_energies: bool) -> dict[str, Tensor]:
+        """One member's energy [S], forces [N, 3], stress [S, 6] and atom energies [N] in ASE units."""
+        if want_energies and not member.has_atom_energies:
+            raise PropertyNotImplementedError(
+                "per-atom energies need a summed scalar head without post-reduction priors (ZBL, D2, Coulomb)"
+            )
+        with torch.enable_grad():
+            pos = pos.detach().requires_grad_(True)
+            inputs = [pos]
+            strained_pos, strained_box = pos, box
+            if box is not None:
+                strain = torch.zeros_like(box, requires_grad=True)
+                symmetric = 0.5 * (strain + strain.transpose(1, 2))
+                strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
+                strained_box = box + box @ symmetric
+                inputs.append(strain)
+            energy, atom_energy = member.energy_terms(z, strained_pos, batch, strained_box, q)
+            grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
+        results = {"energy": energy.detach()[:, 0] * self.energy_factor}
+        results["forces"] = _or_zeros(grads[0], pos) * (-self.energy_factor / self.length_factor)
+        if box is not None:
+            volume = torch.linalg.det(box).abs() * self.length_factor**3
+            virial = _or_zeros(grads[1], box) * self.energy_factor
+            results["stress"] = _voigt(virial) / volume[:, None]
+        if want_energies:
+            results["energies"] = atom_energy.detach() * self.energy_factor
+        return results
+
+    def _atomic_numbers(self, numbers: np.ndarray) -> Tensor:
+        """Atomic numbers on the model's device, copied only when they change."""
+        if self._numbers is None or not np.array_equal(self._numbers[0], numbers):
+            self._numbers = (numbers.copy(), torch.as_tensor(numbers, dtype=torch.long, device=self.device))
+        return self._numbers[1]
+
+    def _charge(self, atoms: Atoms) -> float:
+        charge = atoms.info.get("charge", self.charge)
+        try:
+            value = float(charge)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"atoms.info['charge'] must be a number, got {charge!r}") from error
+        if not np.isfinite(value):
+            raise ValueError(f"atoms.info['charge'] must be finite, got {charge!r}")
+        return value
+
+
+def _potential(model: ModelSource, device, dtype, load_kwargs: dict) -> nn.Module:
+    if isinstance(model, nn.Module):
+        if dtype is not None or load_kwargs:
+            raise ValueError("dtype and loading options apply to checkpoint paths, not to an already loaded model")
+        return model
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_model(model, derivative=False, device=device, dtype=dtype, **load_kwargs)
+    return loaded.requires_grad_(False)
+
+
+def _periodicity(atoms: Atoms) -> bool:
+    """True for a fully periodic cell, False for open boundaries; refuses what models cannot do."""
+    if len(atoms) == 0:
+        raise ValueError("the Atoms object is empty: there is nothing to compute")
+    pbc = atoms.pbc
+    if not pbc.any():
+        return False
+    if not pbc.all():
+        raise ValueError(
+            f"mixed periodicity pbc={pbc.tolist()} is not supported: TorchMD-Net models are either open or periodic "
+            "along all three cell vectors. For a slab, set pbc=True with more vacuum than the cutoff along the "
+            "open direction."
+        )
+    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-9:
+        raise ValueError(f"pbc=True needs a cell of non-zero volume, got cell {atoms.cell.array.tolist()}")
+    return True
+
+
+def _groups(images: Sequence[Atoms], max_atoms: int) -> list[list[int]]:
+    """Consecutive structures of the same periodicity, at most ``max_atoms`` atoms per group."""
+    groups: list[list[int]] = []
+    size, kind = 0, None
+    for k, atoms in enumerate(images):
+        periodic = _periodicity(atoms)
+        if groups and periodic == kind and size + len(atoms) <= max_atoms:
+            groups[-1].append(k)
+            size += len(atoms)
+        else:
+            groups.append([k])
+            size, kind = len(atoms), periodic
+    return groups
+
+
+def _or_zeros(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _voigt(tensor: Tensor) -> Tensor:
+    """[S, 3, 3] -> [S, 6] in ASE's Voigt order xx yy zz yz xz xy."""
+    rows, cols = [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]
+    return tensor[:, rows, cols]
+
+
+def _combine(members: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Mean over ensemble members, and the sample spread as ``<name>_std`` when there are several."""
+    combined = {}
+    for name in members[0]:
+        stacked = torch.stack([m[name] for m in members])
+        combined[name] = stacked.mean(0)
+        if len(members) > 1 and name != "energies":
+            combined[f"{name}_std"] = stacked.std(0)
+    return combined
+
+
+def _split(host: dict[str, np.ndarray], sizes: list[int], cells: Optional[list]) -> dict[str, list]:
+    """Per-system lists of results (floats for energies, arrays otherwise)."""
+    bounds = np.cumsum([0, *sizes])
+    results: dict[str, list] = {}
+    for name, value in host.items():
+        if name.startswith(("forces", "energies")):
+            results[name] = [value[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        elif name.startswith("stress"):
+            results[name] = list(value)
+        else:
+            results[name] = [float(v) for v in value]
+    results["free_energy"] = list(results["energy"])
+    return results

@@ -1,0 +1,217 @@
+"""FastNNPCalculator: energies, forces and stress against finite differences and the model."""
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+
+import fastnnp
+from fastnnp.calculator import FastNNPCalculator
+from calculator_systems import ET, GN, TENSORNET, periodic_box, reference_molecule, triclinic_cell
+
+F64 = dict(dtype=torch.float64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tensornet64():
+    return FastNNPCalculator(TENSORNET, **F64)
+
+
+@pytest.mark.parametrize("checkpoint", [TENSORNET, ET, GN], ids=["tensornet", "et", "gn"])
+def test_forces_match_finite_differences_on_a_molecule(checkpoint):
+    atoms = reference_molecule(1)
+    atoms.calc = FastNNPCalculator(checkpoint, **F64)
+    numerical = calculate_numerical_forces(atoms, eps=1e-5)
+    np.testing.assert_allclose(atoms.get_forces(), numerical, rtol=0, atol=2e-8)
+
+
+@pytest.mark.parametrize("checkpoint", [TENSORNET, ET, GN], ids=["tensornet", "et", "gn"])
+def test_forces_and_stress_match_finite_differences_in_a_triclinic_cell(checkpoint):
+    atoms = triclinic_cell(2)
+    atoms.calc = FastNNPCalculator(checkpoint, **F64)
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5), rtol=0, atol=2e-8)
+    stress = atoms.get_stress()
+    numerical = calculate_numerical_stress(atoms, eps=1e-6)
+    assert np.abs(stress).max() > 1e-4
+    np.testing.assert_allclose(stress, numerical, rtol=0, atol=1e-10)
+
+
+def test_results_are_the_models_in_ase_units(tensornet64):
+    atoms = periodic_box()
+    atoms.calc = tensornet64
+    model = fastnnp.load_model(TENSORNET, dtype=torch.float64)
+    energy, forces = model(
+        torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions), box=torch.as_tensor(atoms.cell.array),
+        q=torch.zeros(1, dtype=torch.float64),
+    )
+    assert atoms.get_potential_energy() == pytest.approx(float(energy), abs=1e-10)
+    assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(float(energy), abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), forces.numpy(), rtol=0, atol=1e-10)
+    assert atoms.get_stress().shape == (6,)
+    assert atoms.get_stress(voigt=False).shape == (3, 3)
+
+
+def test_units_convert_model_units_to_ev_and_angstrom():
+    atoms = reference_molecule(0)
+    atoms.calc = FastNNPCalculator(TENSORNET, **F64)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    # ASE positions are in Å: positions 10x larger, read in nm, are the same model input.
+    stretched = atoms.copy()
+    stretched.positions = atoms.positions * 10.0
+    stretched.calc = FastNNPCalculator(TENSORNET, length_unit="nm", energy_unit="kcal/mol", **F64)
+    kcal = units.kcal / units.mol
+    assert stretched.get_potential_energy() == pytest.approx(energy * kcal, rel=1e-12)
+    np.testing.assert_allclose(stretched.get_forces(), forces * kcal / 10.0, rtol=1e-10, atol=1e-14)
+
+    hartree_bohr = atoms.copy()
+    hartree_bohr.positions = atoms.positions * units.Bohr
+    hartree_bohr.calc = FastNNPCalculator(TENSORNET, length_unit="Bohr", energy_unit="Hartree", **F64)
+    assert hartree_bohr.get_potential_energy() == pytest.approx(energy * units.Hartree, rel=1e-12)
+    np.testing.assert_allclose(hartree_bohr.get_forces(), forces * units.Hartree / units.Bohr, rtol=1e-10, atol=1e-14)
+
+
+def test_unknown_units_are_refused():
+    with pytest.raises(ValueError, match="unknown energy unit 'kcal'"):
+        FastNNPCalculator(TENSORNET, energy_unit="kcal", **F64)
+    with pytest.raises(ValueError, match="length unit factor must be positive"):
+        FastNNPCalculator(TENSORNET, length_unit=-1.0, **F64)
+
+
+def test_charge_comes_from_info_and_a_change_triggers_recalculation(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.calc = tensornet64
+    neutral = atoms.get_potential_energy()
+    atoms.info["charge"] = 1
+    cation = atoms.get_potential_energy()
+    assert cation != neutral
+    default_charged = reference_molecule(0)
+    default_charged.calc = FastNNPCalculator(TENSORNET, charge=1, **F64)
+    assert default_charged.get_potential_energy() == pytest.approx(cation, abs=1e-12)
+    atoms.info["charge"] = "plus one"
+    with pytest.raises(ValueError, match="charge"):
+        atoms.get_potential_energy()
+
+
+def test_atom_energies_sum_to_the_energy(tensornet64):
+    atoms = periodic_box()
+    atoms.calc = tensornet64
+    energies = atoms.get_potential_energies()
+    assert energies.shape == (len(atoms),)
+    assert energies.sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+    assert np.ptp(energies) > 0
+
+
+def test_ensemble_reports_mean_and_spread():
+    atoms = triclinic_cell(3)
+    members = [FastNNPCalculator(path, **F64) for path in (TENSORNET, ET)]
+    singles = []
+    for calc in members:
+        atoms.calc = calc
+        singles.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()))
+    atoms.calc = FastNNPCalculator([TENSORNET, ET], **F64)
+    energies = np.array([s[0] for s in singles])
+    forces = np.stack([s[1] for s in singles])
+    assert atoms.get_potential_energy() == pytest.approx(energies.mean(), abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), forces.mean(0), atol=1e-10)
+    np.testing.assert_allclose(atoms.get_stress(), np.mean([s[2] for s in singles], 0), atol=1e-12)
+    assert atoms.calc.results["energy_std"] == pytest.approx(energies.std(ddof=1), abs=1e-10)
+    np.testing.assert_allclose(atoms.calc.results["forces_std"], forces.std(0, ddof=1), atol=1e-10)
+
+
+def test_calculate_batch_equals_one_at_a_time(tensornet64):
+    images = [reference_molecule(0), triclinic_cell(1), reference_molecule(4), periodic_box(), triclinic_cell(5)]
+    images[2].info["charge"] = -1
+    batched = tensornet64.calculate_batch(images, properties=["energy", "forces", "energies"], max_atoms=120)
+    for atoms, result in zip(images, batched):
+        atoms.calc = tensornet64
+        assert result["energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+        assert result["free_energy"] == result["energy"]
+        np.testing.assert_allclose(result["forces"], atoms.get_forces(), atol=1e-10)
+        np.testing.assert_allclose(result["energies"], atoms.get_potential_energies(), atol=1e-10)
+        if atoms.pbc.all():
+            np.testing.assert_allclose(result["stress"], atoms.get_stress(), atol=1e-12)
+        else:
+            assert "stress" not in result
+
+
+def test_a_loaded_model_can_be_passed(tensornet64):
+    model = fastnnp.load_model(TENSORNET, dtype=torch.float64)
+    atoms = reference_molecule(2)
+    atoms.calc = FastNNPCalculator(model)
+    energy = atoms.get_potential_energy()
+    atoms.calc = tensornet64
+    assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-12)
+    with pytest.raises(ValueError, match="already loaded"):
+        FastNNPCalculator(model, dtype=torch.float32)
+
+
+def test_first_call_time_is_recorded():
+    atoms = reference_molecule(0)
+    atoms.calc = FastNNPCalculator(TENSORNET, **F64)
+    assert atoms.calc.first_call_seconds is None
+    atoms.get_potential_energy()
+    assert atoms.calc.first_call_seconds > 0
+
+
+# Bad input: each is a clear error or handled correctly (README, "ASE calculator").
+
+
+def test_atoms_outside_the_cell_are_wrapped(tensornet64):
+    atoms = triclinic_cell(0)
+    atoms.calc = tensornet64
+    energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    shifted = atoms.copy()
+    shifted.positions += np.array([2, -1, 3]) @ atoms.cell.array  # every atom outside the cell
+    shifted.positions[0] += 3 * atoms.cell.array[1]
+    shifted.calc = tensornet64
+    assert shifted.get_potential_energy() == pytest.approx(energy, abs=1e-9)
+    np.testing.assert_allclose(shifted.get_forces(), forces, atol=1e-9)
+    np.testing.assert_allclose(shifted.get_stress(), stress, atol=1e-10)
+
+
+def test_pbc_with_a_zero_cell_is_refused(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.pbc = True
+    atoms.calc = tensornet64
+    with pytest.raises(ValueError, match="non-zero volume"):
+        atoms.get_potential_energy()
+
+
+def test_elements_the_model_cannot_handle_are_refused(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.numbers[3] = 79  # gold; the model's embedding covers Z < 32
+    atoms.calc = tensornet64
+    with pytest.raises(ValueError, match="atomic number 79 of atom 3 is not supported"):
+        atoms.get_potential_energy()
+
+
+def test_empty_atoms_are_refused(tensornet64):
+    atoms = reference_molecule(0)[[]]
+    atoms.calc = tensornet64
+    with pytest.raises(ValueError, match="empty"):
+        atoms.get_potential_energy()
+
+
+def test_mixed_periodicity_is_refused(tensornet64):
+    atoms = triclinic_cell(0)
+    atoms.pbc = [True, True, False]
+    atoms.calc = tensornet64
+    with pytest.raises(ValueError, match=r"mixed periodicity pbc=\[True, True, False\]"):
+        atoms.get_potential_energy()
+
+
+def test_stress_of_a_molecule_is_not_implemented(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.calc = tensornet64
+    with pytest.raises(PropertyNotImplementedError, match="periodic"):
+        atoms.get_stress()
+
+
+def test_non_finite_positions_are_refused(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.positions[2, 1] = np.nan
+    atoms.calc = tensornet64
+    with pytest.raises(ValueError, match="position of atom 2 is not finite"):
+        atoms.get_potential_energy()
