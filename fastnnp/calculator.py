@@ -19,6 +19,7 @@ from .units import energy_factor, length_factor
 
 PathLike = Union[str, os.PathLike]
 ModelSource = Union[PathLike, Sequence[PathLike], nn.Module]
+DEFAULT_SKIN = 1.0  # Å
 
 
 class FastNNPCalculator(Calculator):
@@ -54,7 +55,7 @@ class FastNNPCalculator(Calculator):
         charge: Optional[float] = None,
         energy_unit: Union[str, float] = "eV",
         length_unit: Union[str, float] = "Å",
-        skin: float = 1.0,
+        skin: Optional[float] = None,
         **load_kwargs,
     ):
         super().__init__()
@@ -68,18 +69,18 @@ class FastNNPCalculator(Calculator):
         self.charge = 0.0 if charge is None else float(charge)
         self.energy_factor = energy_factor(energy_unit)
         self.length_factor = length_factor(length_unit)
-        if not (skin >= 0 and np.isfinite(skin)):
-            raise ValueError(f"skin must be a finite length >= 0 in Å, got {skin}")
-        self.skin = float(skin)
         for member in self.members:
-            use_verlet_skin(member, self.skin / self.length_factor)
+            member_skin = _default_skin(member) if skin is None else skin
+            if not (member_skin >= 0 and np.isfinite(member_skin)):
+                raise ValueError(f"skin must be a finite length >= 0 in Å, got {member_skin}")
+            use_verlet_skin(member, member_skin / self.length_factor)
         self.first_call_seconds: Optional[float] = None
         self._numbers: Optional[tuple[np.ndarray, Tensor]] = None
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's changes, plus ``"info"`` when ``atoms.info`` (e.g. the charge) changed."""
         changes = super().check_state(atoms, tol=tol)
-        if not changes and self.atoms is not None and self.atoms.info != atoms.info:
+        if not changes and self.atoms is not None and not _same_info(self.atoms.info, atoms.info):
             changes.append("info")
         return changes
 
@@ -94,15 +95,12 @@ class FastNNPCalculator(Calculator):
         periodic = _periodicity(atoms)
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
-        start = time.perf_counter() if self.first_call_seconds is None else None
         z = self._atomic_numbers(atoms.numbers)
         results = self._evaluate(
             z, [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
             "energies" in properties,
         )
         self.results = {name: value[0] for name, value in results.items()}
-        if start is not None:
-            self.first_call_seconds = time.perf_counter() - start
 
     def calculate_batch(
         self,
@@ -147,6 +145,7 @@ class FastNNPCalculator(Calculator):
     ) -> dict[str, list]:
         """Energies, forces and (with cells) stresses of several systems in one model call;
         each result is a list with one entry per system, in ASE units."""
+        start = time.perf_counter()
         sizes = [len(p) for p in positions]
         to_model = dict(dtype=self.dtype, device=self.device)
         pos = torch.as_tensor(np.concatenate(positions) / self.length_factor, **to_model)
@@ -156,7 +155,9 @@ class FastNNPCalculator(Calculator):
         members = [self._member_results(m, z, pos, batch, box, q, want_energies) for m in self.members]
         combined = _combine(members)
         host = {name: value.detach().cpu().numpy() for name, value in combined.items()}
-        return _split(host, sizes, cells)
+        if self.first_call_seconds is None:
+            self.first_call_seconds = time.perf_counter() - start
+        return _split(host, sizes)
 
     def _member_results(self, member: NeuralPotential, z, pos, batch, box, q, want_energies: bool) -> dict[str, Tensor]:
         """One member's energy [S], forces [N, 3], stress [S, 6] and atom energies [N] in ASE units."""
@@ -203,6 +204,24 @@ class FastNNPCalculator(Calculator):
         return value
 
 
+def _same_info(old: dict, new: dict) -> bool:
+    """Whether two ``atoms.info`` dicts hold equal values (arrays compared element-wise)."""
+    if old.keys() != new.keys():
+        return False
+    for key, value in old.items():
+        other = new[key]
+        if isinstance(value, np.ndarray) or isinstance(other, np.ndarray):
+            if not np.array_equal(value, other):
+                return False
+        else:
+            try:
+                if not bool(value == other):
+                    return False
+            except (TypeError, ValueError):
+                return False
+    return True
+
+
 def _potential(model: ModelSource, device, dtype, load_kwargs: dict) -> nn.Module:
     if isinstance(model, nn.Module):
         if dtype is not None or load_kwargs:
@@ -212,6 +231,13 @@ def _potential(model: ModelSource, device, dtype, load_kwargs: dict) -> nn.Modul
         device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_model(model, derivative=False, device=device, dtype=dtype, **load_kwargs)
     return loaded.requires_grad_(False)
+
+
+def _default_skin(member: NeuralPotential) -> float:
+    """Verlet skin in Å: 0 for a Triton representation (its kernels see every listed pair),
+    else 1 Å (the torch path re-filters the pairs on the exact cutoff)."""
+    triton = any(hasattr(module, "table_search") for module in member.modules())
+    return 0.0 if triton else DEFAULT_SKIN
 
 
 def _periodicity(atoms: Atoms) -> bool:
@@ -268,7 +294,7 @@ def _combine(members: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return combined
 
 
-def _split(host: dict[str, np.ndarray], sizes: list[int], cells: Optional[list]) -> dict[str, list]:
+def _split(host: dict[str, np.ndarray], sizes: list[int]) -> dict[str, list]:
     """Per-system lists of results (floats for energies, arrays otherwise)."""
     bounds = np.cumsum([0, *sizes])
     results: dict[str, list] = {}

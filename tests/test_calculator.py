@@ -8,7 +8,9 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 import fastnnp
+from fastnnp.priors import ZBL, Atomref
 from fastnnp.calculator import FastNNPCalculator
+from fastnnp.neighbor_reuse import VerletNeighborTable
 from calculator_systems import ET, GN, TENSORNET, periodic_box, reference_molecule, triclinic_cell
 
 F64 = dict(dtype=torch.float64, device="cpu")
@@ -103,6 +105,34 @@ def test_atom_energies_sum_to_the_energy(tensornet64):
     assert np.ptp(energies) > 0
 
 
+def test_atom_energies_carry_atomref_and_a_share_of_the_mean():
+    model = fastnnp.load_model(TENSORNET, dtype=torch.float64)
+    plain = reference_molecule(3)
+    plain.calc = FastNNPCalculator(model)
+    before = plain.get_potential_energies()
+    atomref = Atomref(max_z=32).double()
+    atomref.atomref.weight.data = torch.linspace(-3, 2, 32, dtype=torch.float64)[:, None]
+    model.prior_model = torch.nn.ModuleList([atomref])
+    model.mean.fill_(0.7)
+    atoms = reference_molecule(3)
+    atoms.calc = FastNNPCalculator(model)
+    expected = before + atomref.atomref.weight[atoms.numbers, 0].numpy() + 0.7 / len(atoms)
+    np.testing.assert_allclose(atoms.get_potential_energies(), expected, atol=1e-12)
+    assert atoms.get_potential_energy() == pytest.approx(expected.sum(), abs=1e-10)
+
+
+def test_atom_energies_are_refused_with_a_pair_prior():
+    model = fastnnp.load_model(TENSORNET, dtype=torch.float64)
+    model.prior_model = torch.nn.ModuleList(
+        [ZBL(1.0, atomic_number=list(range(32)), distance_scale=1e-10, energy_scale=1.602176634e-19)]
+    )
+    atoms = reference_molecule(0)
+    atoms.calc = FastNNPCalculator(model)
+    assert np.isfinite(atoms.get_potential_energy())
+    with pytest.raises(PropertyNotImplementedError, match="per-atom energies"):
+        atoms.get_potential_energies()
+
+
 def test_ensemble_reports_mean_and_spread():
     atoms = triclinic_cell(3)
     members = [FastNNPCalculator(path, **F64) for path in (TENSORNET, ET)]
@@ -153,6 +183,26 @@ def test_first_call_time_is_recorded():
     assert atoms.calc.first_call_seconds is None
     atoms.get_potential_energy()
     assert atoms.calc.first_call_seconds > 0
+    batch_calc = FastNNPCalculator(TENSORNET, **F64)
+    batch_calc.calculate_batch([atoms], progress=False)
+    assert batch_calc.first_call_seconds > 0
+
+
+def test_array_valued_info_is_compared_element_wise(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.info["dipole"] = np.array([0.1, 0.2, 0.3])
+    atoms.calc = tensornet64
+    energy = atoms.get_potential_energy()
+    atoms.info["dipole"] = np.array([0.1, 0.2, 0.3])
+    assert tensornet64.check_state(atoms) == []
+    atoms.info["dipole"] = np.array([0.1, 0.2, 0.4])
+    assert tensornet64.check_state(atoms) == ["info"]
+    assert atoms.get_potential_energy() == energy
+
+
+def test_negative_skin_is_refused():
+    with pytest.raises(ValueError, match="skin"):
+        FastNNPCalculator(TENSORNET, skin=-0.1, **F64)
 
 
 # Bad input: each is a clear error or handled correctly (README, "ASE calculator").
@@ -215,3 +265,16 @@ def test_non_finite_positions_are_refused(tensornet64):
     atoms.calc = tensornet64
     with pytest.raises(ValueError, match="position of atom 2 is not finite"):
         atoms.get_potential_energy()
+
+
+def test_triton_backend_runs_without_skin_and_agrees_with_the_reference():
+    atoms = triclinic_cell(0)
+    atoms.calc = FastNNPCalculator(TENSORNET, dtype=torch.float32, device="cpu", backend="triton")
+    representation = atoms.calc.model.representation_model
+    assert not isinstance(representation.table_search, VerletNeighborTable)
+    triton = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    atoms.calc = FastNNPCalculator(TENSORNET, dtype=torch.float32, device="cpu", backend="torch")
+    # float32 on both paths: forces up to 2.4 eV/Å, stress up to 0.01 eV/Å³
+    assert triton[0] == pytest.approx(atoms.get_potential_energy(), abs=1e-5)
+    np.testing.assert_allclose(triton[1], atoms.get_forces(), atol=3e-5)
+    np.testing.assert_allclose(triton[2], atoms.get_stress(), atol=3e-7)
