@@ -75,7 +75,7 @@ class FastNNPCalculator(Calculator):
                 raise ValueError(f"skin must be a finite length >= 0 in Å, got {member_skin}")
             use_verlet_skin(member, member_skin / self.length_factor)
         self.first_call_seconds: Optional[float] = None
-        self._numbers: Optional[tuple[np.ndarray, Tensor]] = None
+        self._inputs_cache: Optional[tuple[tuple, tuple[Tensor, Tensor, Tensor]]] = None
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's changes, plus ``"info"`` when ``atoms.info`` (e.g. the charge) changed."""
@@ -95,9 +95,8 @@ class FastNNPCalculator(Calculator):
         periodic = _periodicity(atoms)
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
-        z = self._atomic_numbers(atoms.numbers)
         results = self._evaluate(
-            z, [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
+            [atoms.numbers], [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
             "energies" in properties,
         )
         self.results = {name: value[0] for name, value in results.items()}
@@ -125,9 +124,8 @@ class FastNNPCalculator(Calculator):
             for group in _groups(images, max_atoms):
                 chosen = [images[k] for k in group]
                 periodic = _periodicity(chosen[0])
-                z = self._atomic_numbers(np.concatenate([a.numbers for a in chosen]))
                 results = self._evaluate(
-                    z, [a.positions for a in chosen], [a.cell.array for a in chosen] if periodic else None,
+                    [a.numbers for a in chosen], [a.positions for a in chosen], [a.cell.array for a in chosen] if periodic else None,
                     [self._charge(a) for a in chosen], want_energies,
                 )
                 for slot, k in enumerate(group):
@@ -137,27 +135,25 @@ class FastNNPCalculator(Calculator):
 
     def _evaluate(
         self,
-        z: Tensor,
+        numbers: list[np.ndarray],
         positions: list[np.ndarray],
         cells: Optional[list[np.ndarray]],
         charges: list[float],
         want_energies: bool,
     ) -> dict[str, list]:
         """Energies, forces and (with cells) stresses of several systems in one model call;
-        each result is a list with one entry per system, in ASE units."""
+        each result is a list with one entry per system, in ASE units. Per call, positions
+        (and cells) go to the device and one flat tensor of results comes back."""
         start = time.perf_counter()
-        sizes = [len(p) for p in positions]
+        z, batch, q = self._topology(numbers, charges)
         to_model = dict(dtype=self.dtype, device=self.device)
         pos = torch.as_tensor(np.concatenate(positions) / self.length_factor, **to_model)
-        batch = torch.repeat_interleave(torch.arange(len(sizes), device=self.device), torch.tensor(sizes, device=self.device))
-        q = torch.as_tensor(charges, **to_model)
         box = None if cells is None else torch.as_tensor(np.stack(cells) / self.length_factor, **to_model)
         members = [self._member_results(m, z, pos, batch, box, q, want_energies) for m in self.members]
-        combined = _combine(members)
-        host = {name: value.detach().cpu().numpy() for name, value in combined.items()}
+        host = _to_host(_combine(members))
         if self.first_call_seconds is None:
             self.first_call_seconds = time.perf_counter() - start
-        return _split(host, sizes)
+        return _split(host, [len(n) for n in numbers])
 
     def _member_results(self, member: NeuralPotential, z, pos, batch, box, q, want_energies: bool) -> dict[str, Tensor]:
         """One member's energy [S], forces [N, 3], stress [S, 6] and atom energies [N] in ASE units."""
@@ -187,11 +183,17 @@ class FastNNPCalculator(Calculator):
             results["energies"] = atom_energy.detach() * self.energy_factor
         return results
 
-    def _atomic_numbers(self, numbers: np.ndarray) -> Tensor:
-        """Atomic numbers on the model's device, copied only when they change."""
-        if self._numbers is None or not np.array_equal(self._numbers[0], numbers):
-            self._numbers = (numbers.copy(), torch.as_tensor(numbers, dtype=torch.long, device=self.device))
-        return self._numbers[1]
+    def _topology(self, numbers: list[np.ndarray], charges: list[float]) -> tuple[Tensor, Tensor, Tensor]:
+        """Atomic numbers [N], system index [N] and total charges [S] on the model's device,
+        copied there only when they change."""
+        key = (tuple(n.tobytes() for n in numbers), tuple(charges))
+        if self._inputs_cache is None or self._inputs_cache[0] != key:
+            sizes = torch.tensor([len(n) for n in numbers])
+            z = torch.as_tensor(np.concatenate(numbers), dtype=torch.long)
+            batch = torch.repeat_interleave(torch.arange(len(numbers)), sizes)
+            q = torch.tensor(charges, dtype=self.dtype)
+            self._inputs_cache = (key, tuple(t.to(self.device) for t in (z, batch, q)))
+        return self._inputs_cache[1]
 
     def _charge(self, atoms: Atoms) -> float:
         charge = atoms.info.get("charge", self.charge)
@@ -292,6 +294,16 @@ def _combine(members: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         if len(members) > 1 and name != "energies":
             combined[f"{name}_std"] = stacked.std(0)
     return combined
+
+
+def _to_host(results: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """All result tensors in one device-to-host copy."""
+    flat = torch.cat([value.detach().reshape(-1) for value in results.values()]).cpu().numpy()
+    host, offset = {}, 0
+    for name, value in results.items():
+        host[name] = flat[offset:offset + value.numel()].reshape(value.shape)
+        offset += value.numel()
+    return host
 
 
 def _split(host: dict[str, np.ndarray], sizes: list[int]) -> dict[str, list]:
