@@ -70,10 +70,7 @@ class FastNNPCalculator(Calculator):
         self.energy_factor = energy_factor(energy_unit)
         self.length_factor = length_factor(length_unit)
         for member in self.members:
-            member_skin = _default_skin(member) if skin is None else skin
-            if not (member_skin >= 0 and np.isfinite(member_skin)):
-                raise ValueError(f"skin must be a finite length >= 0 in Å, got {member_skin}")
-            use_verlet_skin(member, member_skin / self.length_factor)
+            use_verlet_skin(member, (_default_skin(member) if skin is None else skin) / self.length_factor)
         self.first_call_seconds: Optional[float] = None
         self._inputs_cache: Optional[tuple[tuple, tuple[Tensor, Tensor, Tensor]]] = None
 
@@ -92,9 +89,7 @@ class FastNNPCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        periodic = _periodicity(atoms)
-        if "stress" in properties and not periodic:
-            raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
+        periodic = _periodicity(atoms, properties)
         results = self._evaluate(
             [atoms.numbers], [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
             "energies" in properties,
@@ -117,8 +112,7 @@ class FastNNPCalculator(Calculator):
         images = list(images)
         want_energies = "energies" in properties
         for atoms in images:
-            if "stress" in properties and not _periodicity(atoms):
-                raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
+            _periodicity(atoms, properties)
         output: list[Optional[dict]] = [None] * len(images)
         with tqdm(total=len(images), disable=not progress, unit="structure", leave=False) as bar:
             for group in _groups(images, max_atoms):
@@ -242,12 +236,15 @@ def _default_skin(member: NeuralPotential) -> float:
     return 0.0 if triton else DEFAULT_SKIN
 
 
-def _periodicity(atoms: Atoms) -> bool:
-    """True for a fully periodic cell, False for open boundaries; refuses what models cannot do."""
+def _periodicity(atoms: Atoms, properties: Sequence[str] = ()) -> bool:
+    """True for a fully periodic cell, False for open boundaries; refuses what models cannot
+    do, and ``stress`` among ``properties`` of an open system."""
     if len(atoms) == 0:
         raise ValueError("the Atoms object is empty: there is nothing to compute")
     pbc = atoms.pbc
     if not pbc.any():
+        if "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a periodic cell (pbc=True on all three axes)")
         return False
     if not pbc.all():
         raise ValueError(
