@@ -16,13 +16,9 @@ from ase.constraints import FixCom
 from ase.io import read
 from ase.io.trajectory import Trajectory
 from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from fastnnp.calculator import FastNNPCalculator
-
-try:
-    from ase.md.velocitydistribution import thermalize_momenta
-except ImportError:  # ASE < 3.29
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 ROOT = Path(__file__).resolve().parents[1]
 MOLECULES = ["ethanol", "benzene", "acetic_acid", "acetamide", "pyridine"]
@@ -42,7 +38,7 @@ atoms = next(a for a in read(ROOT / "examples/data/xtb_molecules.extxyz", ":") i
 atoms.calc = FastNNPCalculator(args.model, device=args.device)
 atoms.set_constraint(FixCom())
 rng = np.random.default_rng(args.seed)
-thermalize_momenta(atoms, temperature_K=args.temperature, rng=rng)
+MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
 dynamics = Langevin(
     atoms, timestep=0.5 * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs, fixcm=False, rng=rng,
 )

@@ -14,15 +14,10 @@ import numpy as np
 import torch
 from ase import units
 from ase.io import read
-from ase.md.velocitydistribution import Stationary, ZeroRotation
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
 from fastnnp.calculator import FastNNPCalculator
-
-try:
-    from ase.md.velocitydistribution import thermalize_momenta
-except ImportError:  # ASE < 3.29
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 ROOT = Path(__file__).resolve().parents[1]
 MOLECULES = ["ethanol", "benzene", "acetic_acid", "acetamide", "pyridine"]
@@ -40,7 +35,7 @@ args = parser.parse_args()
 
 atoms = next(a for a in read(ROOT / "examples/data/xtb_molecules.extxyz", ":") if a.info["name"] == args.molecule)
 atoms.calc = FastNNPCalculator(args.model, device=args.device, dtype=getattr(torch, args.dtype))
-thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(args.seed))
+MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(args.seed))
 Stationary(atoms)
 ZeroRotation(atoms)
 

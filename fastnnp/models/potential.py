@@ -54,12 +54,7 @@ class NeuralPotential(nn.Module):
         q: Optional[Tensor] = None,
         extra_args: Optional[dict[str, Tensor]] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        if batch is None:
-            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=pos.device)
-        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype)
-        z, batch = z.long(), batch.long()
-        if q is not None:
-            q = q.reshape(n_systems).to(self.dtype)
+        z, batch, q, n_systems = self._checked(z, pos, batch, box, q)
         keep_graph = self.training or pos.requires_grad or (box is not None and box.requires_grad)
         if self.derivative and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
@@ -70,6 +65,15 @@ class NeuralPotential(nn.Module):
             (dy,) = torch.autograd.grad(y.sum(), pos, create_graph=keep_graph, allow_unused=True)
         neg_dy = torch.zeros_like(pos) if dy is None else -dy
         return (y, neg_dy) if keep_graph else (y.detach(), neg_dy)
+
+    def _checked(self, z, pos, batch, box, q) -> tuple[Tensor, Tensor, Optional[Tensor], int]:
+        """Validated inputs: z and batch as int64 (batch defaults to one system), q [n_systems]."""
+        if batch is None:
+            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=pos.device)
+        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype)
+        if q is not None:
+            q = q.reshape(n_systems).to(self.dtype)
+        return z.long(), batch.long(), q, n_systems
 
     @property
     def has_atom_energies(self) -> bool:
@@ -94,12 +98,7 @@ class NeuralPotential(nn.Module):
         The per-atom terms sum to the system energy: each atom gets its head output × ``std``
         plus its atom-wise priors, and an equal share of the per-system ``mean``.
         """
-        if batch is None:
-            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=pos.device)
-        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype)
-        z, batch = z.long(), batch.long()
-        if q is not None:
-            q = q.reshape(n_systems).to(self.dtype)
+        z, batch, q, n_systems = self._checked(z, pos, batch, box, q)
         x = self._atom_terms(z, pos, batch, box, q, None)
         y = self._system_energy(x, z, pos, batch, box, None, n_systems)
         if not self.has_atom_energies:
