@@ -11,6 +11,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .derivatives import energy_derivatives
 from .ensemble import Ensemble
 from .loading import load_model
 from .models.potential import NeuralPotential
@@ -155,26 +156,16 @@ class FastNNPCalculator(Calculator):
             raise PropertyNotImplementedError(
                 "per-atom energies need a summed scalar head without post-reduction priors (ZBL, D2, Coulomb)"
             )
-        with torch.enable_grad():
-            pos = pos.detach().requires_grad_(True)
-            inputs = [pos]
-            strained_pos, strained_box = pos, box
-            if box is not None:
-                strain = torch.zeros_like(box, requires_grad=True)
-                symmetric = 0.5 * (strain + strain.transpose(1, 2))
-                strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
-                strained_box = box + box @ symmetric
-                inputs.append(strain)
-            energy, atom_energy = member.energy_terms(z, strained_pos, batch, strained_box, q)
-            grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
-        results = {"energy": energy.detach()[:, 0] * self.energy_factor}
-        results["forces"] = _or_zeros(grads[0], pos) * (-self.energy_factor / self.length_factor)
+        terms = energy_derivatives(member, z, pos, batch, box, q)
+        results = {
+            "energy": terms.energy[:, 0] * self.energy_factor,
+            "forces": terms.forces * (self.energy_factor / self.length_factor),
+        }
         if box is not None:
             volume = torch.linalg.det(box).abs() * self.length_factor**3
-            virial = _or_zeros(grads[1], box) * self.energy_factor
-            results["stress"] = _voigt(virial) / volume[:, None]
+            results["stress"] = _voigt(terms.strain_derivative) * self.energy_factor / volume[:, None]
         if want_energies:
-            results["energies"] = atom_energy.detach() * self.energy_factor
+            results["energies"] = terms.atom_energy * self.energy_factor
         return results
 
     def _topology(self, numbers: list[np.ndarray], charges: list[float]) -> tuple[Tensor, Tensor, Tensor]:
@@ -270,10 +261,6 @@ def _groups(images: Sequence[Atoms], max_atoms: int) -> list[list[int]]:
             groups.append([k])
             size, kind = len(atoms), periodic
     return groups
-
-
-def _or_zeros(grad: Optional[Tensor], like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad
 
 
 def _voigt(tensor: Tensor) -> Tensor:

@@ -1,0 +1,56 @@
+"""Energy with its position and strain derivatives in one backward pass."""
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .models.potential import NeuralPotential
+
+
+class EnergyDerivatives(NamedTuple):
+    """Model units: energy [S, 1], atom_energy [N] (None where the model has no per-atom
+    split), forces = -dE/dpos [N, 3], strain_derivative = dE/dε [S, 3, 3] for a symmetric
+    strain ε of positions and cell (None without a box); stress = strain_derivative / volume."""
+
+    energy: Tensor
+    atom_energy: Optional[Tensor]
+    forces: Tensor
+    strain_derivative: Optional[Tensor]
+
+
+def energy_derivatives(
+    model: NeuralPotential,
+    z: Tensor,
+    pos: Tensor,
+    batch: Tensor,
+    box: Optional[Tensor] = None,
+    q: Optional[Tensor] = None,
+    create_graph: bool = False,
+) -> EnergyDerivatives:
+    """Energy, forces and (with ``box`` [S, 3, 3]) the strain derivative of ``model``.
+
+    Positions and cells are strained as ``x (1 + ε)`` with ``ε`` symmetric and zero, so one
+    gradient gives both derivatives. ``create_graph`` keeps the graph for training on forces
+    and stress; otherwise the results are detached.
+    """
+    with torch.enable_grad():
+        pos = pos.detach().requires_grad_(True)
+        inputs = [pos]
+        strained_pos, strained_box = pos, box
+        if box is not None:
+            strain = torch.zeros_like(box, requires_grad=True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
+            strained_box = box + box @ symmetric
+            inputs.append(strain)
+        energy, atom_energy = model.energy_terms(z, strained_pos, batch, strained_box, q)
+        grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
+    forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
+    strain_derivative = None
+    if box is not None:
+        strain_derivative = grads[1] if grads[1] is not None else torch.zeros_like(box)
+    if not create_graph:
+        energy = energy.detach()
+        atom_energy = None if atom_energy is None else atom_energy.detach()
+    return EnergyDerivatives(energy, atom_energy, forces, strain_derivative)
