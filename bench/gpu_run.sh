@@ -3,32 +3,35 @@
 #
 #   bash bench/gpu_run.sh              stage: copy the carried .whl/carry*/ files into /tmp/w, nothing else
 #   bash bench/gpu_run.sh ARGS...      stage, install what is complete into /tmp/site (once per machine),
-#                                      then python3 bench/gpu_tensornet.py --out $OUT/$RESULT ARGS...
+#                                      lay fastnnp out as installed (kernels as fastnnp/kernels) in
+#                                      /tmp/pkg, then python3 -m fastnnp.bench --output $OUT
+#                                      --name ${RESULT%.json} --budget-s ... ARGS...
 #
 # The device calls, back to back (bash bench/gpu_prepare.sh fills .whl/ here first):
 #   1. carry [".whl/carry1"]:  bash bench/gpu_run.sh
 #   2. carry [".whl/carry2"]:  bash bench/gpu_run.sh
-#   3. carry [".whl/carry3"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_tensornet_small.json bash bench/gpu_run.sh \
-#                                  --molecules 22 50 100 200 --sizes 1000 10000
-#   4. no carry:               FASTNNP_COMMIT=<sha> RESULT=gpu_tensornet_large.json bash bench/gpu_run.sh \
-#                                  --skip-parity --molecules --sizes 100000 1000000
-# then here: python3 bench/gpu_tensornet.py --merge <files_at>/gpu_tensornet_small.json \
-#                <files_at>/gpu_tensornet_large.json --out bench/results/gpu_tensornet_h100.json
+#   3. carry [".whl/carry3"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_small.json bash bench/gpu_run.sh \
+#                                  --systems droplet-22 droplet-100 droplet-1000 water-1000 water-10000 cu-4000 ethanols-576
+#   4. no carry:               FASTNNP_COMMIT=<sha> RESULT=gpu_large.json bash bench/gpu_run.sh \
+#                                  --systems water-100000 water-1000000 water-2000000 water-4000000 ethanols-9216
+# then here (matplotlib draws the plot): python3 -m fastnnp.bench --merge <files_at>/gpu_small.json \
+#                <files_at>/gpu_large.json --output bench/results --name gpu_h100
 #
 # Pieces carried in earlier calls stay in /tmp/w while the machine is warm (calls back to back).
 # The warp wheel is reassembled and checked against the sha256 of warp.manifest once every piece
 # is there; if some are missing the run goes on without TorchMD-Net (its rows then fail, recorded).
 # Environment:
 #   OUT             output folder (the device tool sets it; default bench/results)
-#   RESULT          JSON file name (default gpu_tensornet.json); the log is ${RESULT%.json}.log beside it
+#   RESULT          JSON file name (default gpu_bench.json; the table ${RESULT%.json}.md, the plot .png when
+#                   matplotlib is there); the log is ${RESULT%.json}.log beside it
 #   FASTNNP_COMMIT  recorded as the commit when the copy has no .git
 #   BUDGET_S        seconds the whole command may take (default 570, inside the tool's 600 s limit)
 set -euo pipefail
 start=$SECONDS
 cd "$(dirname "$0")/.."
-repo=$PWD
 W=/tmp/w
 SITE=/tmp/site
+PKG=/tmp/pkg
 
 mkdir -p "$W"
 shopt -s nullglob
@@ -40,6 +43,8 @@ install_wheels() {
     local wheels=()
     [ -d "$SITE/ase" ] || wheels+=("$W"/ase-*.whl)
     [ -d "$SITE/torchmdnet" ] || wheels+=("$W"/torchmd_net-*.whl)
+    [ -d "$SITE/psutil" ] || wheels+=("$W"/psutil-*.whl)
+    [ -d "$SITE/tqdm" ] || wheels+=("$W"/tqdm-*.whl)
     if [ ! -d "$SITE/warp" ] && [ -f "$W/warp.manifest" ]; then
         # shellcheck disable=SC1091
         . "$W/warp.manifest"  # WHEEL, SHA256, PIECES
@@ -56,22 +61,27 @@ install_wheels() {
     if [ ${#wheels[@]} -gt 0 ]; then
         python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}"
     fi
-    echo "installed in $SITE: $(for d in ase torchmdnet warp; do [ -d "$SITE/$d" ] && printf '%s ' "$d"; done)"
+    echo "installed in $SITE: $(for d in ase torchmdnet warp psutil tqdm; do [ -d "$SITE/$d" ] && printf '%s ' "$d"; done)"
 }
 
 install_wheels
-export PYTHONPATH="$SITE:$repo${PYTHONPATH:+:$PYTHONPATH}"
+# The checkout keeps the kernels at kernels/, an installed fastnnp at fastnnp/kernels: copy it so.
+rm -rf "$PKG" && mkdir -p "$PKG" && cp -r fastnnp "$PKG/" && cp -r kernels "$PKG/fastnnp/kernels"
+export PYTHONPATH="$SITE:$PKG${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 out_dir=${OUT:-bench/results}
-result=${RESULT:-gpu_tensornet.json}
+result=${RESULT:-gpu_bench.json}
 mkdir -p "$out_dir" bench/results
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$out_dir/${result%.json}.log" || true
 budget=$((${BUDGET_S:-570} - (SECONDS - start)))
 set +e
-python3 bench/gpu_tensornet.py --out "$out_dir/$result" --budget-s "$budget" "$@" 2>&1 | tee -a "$out_dir/${result%.json}.log"
+python3 -m fastnnp.bench --output "$out_dir" --name "${result%.json}" --budget-s "$budget" "$@" 2>&1 \
+    | tee -a "$out_dir/${result%.json}.log"
 status=${PIPESTATUS[0]}
 set -e
-if [ "$(realpath "$out_dir")" != "$(realpath bench/results)" ] && [ -f "$out_dir/$result" ]; then
-    cp "$out_dir/$result" bench/results/
+if [ "$(realpath "$out_dir")" != "$(realpath bench/results)" ]; then
+    for f in "$out_dir/${result%.json}".{json,md,png}; do
+        if [ -f "$f" ]; then cp "$f" bench/results/; fi
+    done
 fi
 exit "$status"

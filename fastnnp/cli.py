@@ -7,7 +7,6 @@ from typing import Optional, Sequence
 import torch
 
 NOT_YET = {
-    "bench": "side-by-side throughput comparison (planned: python -m fastnnp.bench)",
     "train": "minimal trainer (planned: fastnnp train cfg.yaml)",
 }
 
@@ -49,8 +48,14 @@ def _energy(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser: every option after "bench" is the benchmark's
+        from .bench.cli import main as bench
+
+        return bench(argv[1:], prog="fastnnp bench")
     parser = argparse.ArgumentParser(prog="fastnnp", description="Fast TorchMD-Net potentials.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("bench", help="throughput of fastnnp's backends beside TorchMD-Net's (fastnnp bench --help)")
     for name, func, help_text in (
         ("info", _info, "describe a TorchMD-Net checkpoint"),
         ("energy", _energy, "energies and forces of structures in any file ASE reads"),

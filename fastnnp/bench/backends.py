@@ -1,0 +1,61 @@
+"""The benchmarked backends (one table row each per system) and which of them can run here.
+
+  fastnnp-triton             fastnnp, backend="triton": fused Triton kernels, eager calls
+  fastnnp-triton-graph       the same, one energy+forces call captured as a CUDA graph
+  fastnnp-triton-compile     the same under torch.compile(dynamic=False)                  (opt-in)
+  fastnnp-torch              fastnnp's pure-torch reference path
+  torchmdnet                 TorchMD-Net as its load_model returns it (Warp kernels, dynamic shapes)
+  torchmdnet-static-graph    static_shapes=True, captured once and replayed as a CUDA graph, as
+                             its External calculator (use_cuda_graph=True) does
+  torchmdnet-static-compile  static_shapes=True, energy-only model under torch.compile(inductor,
+                             fullgraph, reduce-overhead) + backward, as its ASE calculator
+                             (compile=True) does                                          (opt-in)
+  torchmdnet-pure            TorchMD-Net's pure-torch TensorNet (Warp kernels switched off)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+BACKENDS = (
+    "fastnnp-triton", "fastnnp-triton-graph", "fastnnp-triton-compile", "fastnnp-torch",
+    "torchmdnet", "torchmdnet-static-graph", "torchmdnet-static-compile", "torchmdnet-pure",
+)
+OPT_IN = ("fastnnp-triton-compile", "torchmdnet-static-compile")
+CUDA_ONLY = ("fastnnp-triton-graph", "fastnnp-triton-compile", "torchmdnet-static-graph", "torchmdnet-static-compile")
+TRITON = ("fastnnp-triton", "fastnnp-triton-graph", "fastnnp-triton-compile")
+TORCHMDNET = ("torchmdnet", "torchmdnet-static-graph", "torchmdnet-static-compile", "torchmdnet-pure")
+# Whose energy and forces every other row of a system must reproduce before it is timed:
+# the first of these that ran (fastnnp's reference path is itself tested against TorchMD-Net).
+REFERENCES = ("fastnnp-torch", "torchmdnet-pure", "torchmdnet")
+
+
+def default_backends(device: str) -> list[str]:
+    """Every backend that is not opt-in; on CPU only those that can run there, fastnnp-triton included
+    (its row then says why it did not run)."""
+    chosen = [b for b in BACKENDS if b not in OPT_IN]
+    return chosen if device == "cuda" else [b for b in chosen if b not in CUDA_ONLY]
+
+
+def run_order(backends: list[str]) -> list[str]:
+    """References first (in :data:`REFERENCES` order), then the rest in :data:`BACKENDS` order."""
+    first = [b for b in REFERENCES if b in backends]
+    return first + [b for b in BACKENDS if b in backends and b not in first]
+
+
+def unavailable(backend: str, device: str, dtype: str, hparams: dict, interpreting: bool) -> str | None:
+    """Why ``backend`` cannot run in this configuration, or None when it can."""
+    if backend in CUDA_ONLY and device != "cuda":
+        return "needs CUDA"
+    if backend in TRITON:
+        if device == "cpu" and not interpreting:
+            return "needs CUDA (runs on CPU only under TRITON_INTERPRET=1, slowly)"
+        if dtype != "float32":
+            return "Triton kernels run float32 only"
+        if hparams["model"] != "tensornet":
+            return f"Triton kernels are TensorNet's only, not {hparams['model']}'s"
+    if backend in TORCHMDNET and importlib.util.find_spec("torchmdnet") is None:
+        return "torchmd-net is not installed (pip install 'fastnnp[torchmdnet]')"
+    if backend == "torchmdnet-pure" and hparams["model"] != "tensornet":
+        return "same as torchmdnet for models other than TensorNet"
+    return None
