@@ -85,6 +85,16 @@ class EquivariantMultiHeadAttention(nn.Module):
         self.dv_proj: Optional[nn.Linear] = None
         if distance_influence in ("values", "both"):
             self.dv_proj = nn.Linear(num_rbf, hidden_channels * 3, dtype=dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """TorchMD-Net's initialisation: Xavier-uniform weights, zero biases."""
+        self.layernorm.reset_parameters()
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.o_proj, self.vec_proj, self.dk_proj, self.dv_proj):
+            if linear is not None:
+                nn.init.xavier_uniform_(linear.weight)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
 
     def forward(
         self,

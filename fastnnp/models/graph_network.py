@@ -59,6 +59,13 @@ class CFConv(nn.Module):
         self.net = net
         self.cutoff = CosineCutoff(cutoff_lower, cutoff_upper)
         self.aggr = aggr
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """TorchMD-Net's initialisation: Xavier-uniform weights, zero bias."""
+        nn.init.xavier_uniform_(self.lin1.weight)
+        nn.init.xavier_uniform_(self.lin2.weight)
+        nn.init.zeros_(self.lin2.bias)
 
     def forward(
         self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, edge_attr: Tensor
@@ -95,6 +102,14 @@ class InteractionBlock(nn.Module):
         )
         self.act = act_class()
         self.lin = nn.Linear(hidden_channels, hidden_channels, dtype=dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """TorchMD-Net's initialisation: Xavier-uniform weights, zero biases."""
+        for linear in (self.mlp[0], self.mlp[2], self.lin):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        self.conv.reset_parameters()
 
     def forward(
         self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, edge_attr: Tensor

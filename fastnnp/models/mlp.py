@@ -35,6 +35,7 @@ class MLP(nn.Module):
             modules += [nn.Linear(hidden_channels, hidden_channels, dtype=dtype), act()]
         modules.append(nn.Linear(hidden_channels, out_channels, dtype=dtype))
         self.layers = nn.Sequential(*modules)
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights and zero biases (TorchMD-Net's initialisation)."""
@@ -88,8 +89,10 @@ class GatedEquivariantBlock(nn.Module):
             dtype=dtype,
         )
         self.act = activation_class(activation)() if scalar_activation else None
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform projections, and the update MLP's own initialisation (TorchMD-Net's)."""
         nn.init.xavier_uniform_(self.vec1_proj.weight)
         nn.init.xavier_uniform_(self.vec2_proj.weight)
         self.update_net.reset_parameters()

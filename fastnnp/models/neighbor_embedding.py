@@ -35,6 +35,14 @@ class NeighborEmbedding(nn.Module):
         self.distance_proj = nn.Linear(num_rbf, hidden_channels, dtype=dtype)
         self.combine = nn.Linear(hidden_channels * 2, hidden_channels, dtype=dtype)
         self.cutoff = CosineCutoff(cutoff_lower, cutoff_upper)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """TorchMD-Net's initialisation: normal embedding, Xavier-uniform linears, zero biases."""
+        self.embedding.reset_parameters()
+        for linear in (self.distance_proj, self.combine):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     def forward(
         self,
