@@ -6,11 +6,6 @@ from typing import Optional, Sequence
 
 import torch
 
-NOT_YET = {
-    "train": "minimal trainer (planned: fastnnp train cfg.yaml)",
-}
-
-
 def _info(args: argparse.Namespace) -> int:
     from .checkpoint import read_checkpoint
     from .models.factory import build_model
@@ -53,9 +48,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .bench.cli import main as bench
 
         return bench(argv[1:], prog="fastnnp bench")
+    if argv[:1] == ["train"]:  # likewise: any torchmd-train key may follow as --key value
+        from .training.cli import main as train
+
+        return train(argv[1:])
     parser = argparse.ArgumentParser(prog="fastnnp", description="Fast TorchMD-Net potentials.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", help="throughput of fastnnp's backends beside TorchMD-Net's (fastnnp bench --help)")
+    sub.add_parser("train", help="train from a torchmd-train YAML config (fastnnp train --help)")
     for name, func, help_text in (
         ("info", _info, "describe a TorchMD-Net checkpoint"),
         ("energy", _energy, "energies and forces of structures in any file ASE reads"),
@@ -67,17 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--layout", default="auto", choices=["auto", "legacy", "current"])
         p.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling")
         p.set_defaults(func=func)
-    for name, text in NOT_YET.items():
-        p = sub.add_parser(name, help=f"not yet: {text}")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda args, text=text: _not_yet(args.command, text))
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-def _not_yet(command: str, text: str) -> int:
-    print(f"fastnnp {command}: not yet: {text}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

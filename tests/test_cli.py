@@ -29,9 +29,10 @@ def test_energy_of_structures_in_a_file(data_dir, tmp_path, capsys):
     assert abs(energy - float(ref["energy_f32"][0, 0])) < 1e-4
 
 
-def test_later_subcommands_say_not_yet(capsys):
-    assert main(["train", "cfg.yaml"]) == 2
-    assert "not yet" in capsys.readouterr().err
+def test_train_forwards_to_the_trainer_and_names_a_missing_config(capsys, tmp_path):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("fastnnp train: error:") and "missing.yaml" in error
 
 
 def test_console_script_is_installed():

@@ -1,0 +1,154 @@
+"""Training checkpoints: TorchMD-Net's Lightning layout plus fastnnp's resume state, written atomically.
+
+A checkpoint is a dict of tensors and plain Python values only, so that it loads with
+``torch.load(weights_only=True)``:
+
+- ``state_dict``: the model's tensors with the Lightning ``model.`` prefix, plus the neighbour-list
+  ``box`` buffers TorchMD-Net's modules hold (zeros, or ``box_vecs``), so that
+  ``torchmdnet.models.model.load_model`` loads it strictly;
+- ``hyper_parameters``: the full training config plus ``prior_args``, as ``torchmd-train`` stores them;
+- ``epoch``, ``global_step``: completed epochs - 1 (Lightning's count) and optimizer steps;
+- ``fastnnp``: everything ``--resume`` needs (optimizer, scheduler, weight EMA, loss EMAs, RNG
+  states, splits, early-stopping and best-metric state, metric history). TorchMD-Net ignores it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import tempfile
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+_PRIOR_BOX_KEYS = {"ZBL": "distance.box", "Coulomb": "distance.box", "D2": "distances.box"}
+TEMP_SUFFIX = ".tmp"
+
+
+def save_atomic(checkpoint: dict, path: str | os.PathLike) -> None:
+    """Write ``checkpoint`` to ``path`` so that ``path`` is always either the old or the complete new file.
+
+    The data go to a temporary file in the same folder, are flushed and fsynced, and the file is
+    renamed over ``path`` (``os.replace``); a crash leaves at most a stray ``.*.tmp`` file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete temporary files that an interrupted :func:`save_atomic` left in ``folder``."""
+    for temp in glob.glob(os.path.join(os.fspath(folder), f".*{TEMP_SUFFIX}")):
+        os.unlink(temp)
+
+
+def prior_args(prior_model: Any) -> list[dict]:
+    """``prior_args`` for the hyper-parameters: the arguments each prior of ``prior_model`` was built with."""
+    items = prior_model if isinstance(prior_model, list) else [prior_model] if prior_model else []
+    args: list[dict] = []
+    for item in items:
+        if isinstance(item, dict):
+            args += [dict(value or {}) for value in item.values()]
+        else:
+            args.append({})
+    return args
+
+
+def prior_names(prior_model: Any) -> list[str]:
+    """The prior class names ``prior_model`` lists, in order."""
+    items = prior_model if isinstance(prior_model, list) else [prior_model] if prior_model else []
+    return [name for item in items for name in (item if isinstance(item, dict) else [item])]
+
+
+def lightning_state_dict(model: nn.Module, hparams: dict) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as TorchMD-Net's LNNP holds it: ``model.`` prefix and box buffers."""
+    state = {f"model.{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    dtype = model.std.dtype
+    box = hparams.get("box_vecs")
+    box = torch.zeros(3, 3, dtype=dtype) if box is None else torch.as_tensor(box, dtype=dtype)
+    state["model.representation_model.distance.box"] = box
+    for i, name in enumerate(prior_names(hparams.get("prior_model"))):
+        if name in _PRIOR_BOX_KEYS:
+            state[f"model.prior_model.{i}.{_PRIOR_BOX_KEYS[name]}"] = torch.zeros(3, 3, dtype=dtype)
+    return state
+
+
+def model_state_from(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The fastnnp model state dict of a checkpoint written by :func:`build_checkpoint` (no box buffers)."""
+    return {
+        k[len("model."):]: v
+        for k, v in checkpoint["state_dict"].items()
+        if not k.endswith(("distance.box", "distances.box"))
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global generators (tensors and plain values)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_checkpoint(
+    model: nn.Module,
+    hparams: dict,
+    epoch: int,
+    global_step: int,
+    resume: Optional[dict] = None,
+) -> dict:
+    """A checkpoint dict of ``model`` after ``epoch`` completed epochs (0-based index of the last one).
+
+    ``hparams`` is the training config (every torchmd-train key); ``resume`` the trainer's state.
+    """
+    hyper_parameters = dict(hparams)
+    hyper_parameters["prior_args"] = prior_args(hparams.get("prior_model"))
+    checkpoint = {
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "state_dict": lightning_state_dict(model, hparams),
+        "hyper_parameters": hyper_parameters,
+    }
+    if resume is not None:
+        checkpoint["fastnnp"] = resume
+    return checkpoint
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written here (``weights_only=True``: tensors and plain values only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
