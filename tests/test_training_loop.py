@@ -21,13 +21,7 @@ DATA = Path(__file__).parent / "data" / "training"
 MOLECULES = DATA / "xtb-molecules"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP threads wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_settings(log_dir, molecules: str = "*", **settings) -> dict:
