@@ -162,8 +162,7 @@ class FastNNPCalculator(Calculator):
             "forces": terms.forces * (self.energy_factor / self.length_factor),
         }
         if box is not None:
-            volume = torch.linalg.det(box).abs() * self.length_factor**3
-            results["stress"] = _voigt(terms.strain_derivative) * self.energy_factor / volume[:, None]
+            results["stress"] = _voigt(terms.stress) * (self.energy_factor / self.length_factor**3)
         if want_energies:
             results["energies"] = terms.atom_energy * self.energy_factor
         return results

@@ -10,13 +10,13 @@ from .models.potential import NeuralPotential
 
 class EnergyDerivatives(NamedTuple):
     """Model units: energy [S, 1], atom_energy [N] (None where the model has no per-atom
-    split), forces = -dE/dpos [N, 3], strain_derivative = dE/dε [S, 3, 3] for a symmetric
-    strain ε of positions and cell (None without a box); stress = strain_derivative / volume."""
+    split), forces = -dE/dpos [N, 3], stress = (dE/dε) / volume [S, 3, 3] for a symmetric
+    strain ε of positions and cell (energy per length³; None without a box)."""
 
     energy: Tensor
     atom_energy: Optional[Tensor]
     forces: Tensor
-    strain_derivative: Optional[Tensor]
+    stress: Optional[Tensor]
 
 
 def energy_derivatives(
@@ -28,7 +28,7 @@ def energy_derivatives(
     q: Optional[Tensor] = None,
     create_graph: bool = False,
 ) -> EnergyDerivatives:
-    """Energy, forces and (with ``box`` [S, 3, 3]) the strain derivative of ``model``.
+    """Energy, forces and (with ``box`` [S, 3, 3]) the stress of ``model``.
 
     Positions and cells are strained as ``x (1 + ε)`` with ``ε`` symmetric and zero, so one
     gradient gives both derivatives. ``create_graph`` keeps the graph for training on forces
@@ -47,10 +47,11 @@ def energy_derivatives(
         energy, atom_energy = model.energy_terms(z, strained_pos, batch, strained_box, q)
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
-    strain_derivative = None
+    stress = None
     if box is not None:
         strain_derivative = grads[1] if grads[1] is not None else torch.zeros_like(box)
+        stress = strain_derivative / torch.linalg.det(box).abs()[:, None, None]
     if not create_graph:
         energy = energy.detach()
         atom_energy = None if atom_energy is None else atom_energy.detach()
-    return EnergyDerivatives(energy, atom_energy, forces, strain_derivative)
+    return EnergyDerivatives(energy, atom_energy, forces, stress)

@@ -96,12 +96,9 @@ def predict(model: NeuralPotential, batch: Batch, derivative: bool, charge: bool
     if not derivative:
         energy = model.energy_terms(batch.z, batch.pos, batch.batch, batch.box, q)[0]
         return Prediction(energy if create_graph else energy.detach(), None, None)
-    energy, _, forces, strain_derivative = energy_derivatives(
+    energy, _, forces, stress = energy_derivatives(
         model, batch.z, batch.pos, batch.batch, batch.box, q, create_graph=create_graph
     )
-    stress = None
-    if strain_derivative is not None:
-        stress = strain_derivative / torch.linalg.det(batch.box).abs()[:, None, None]
     return Prediction(energy, forces, stress)
 
 
