@@ -6,7 +6,7 @@ from torchmdnet.models.tensornet import TensorNet as ReferenceTensorNet
 
 from fastnnp.models import atom_chunks, pair_ops, tensornet
 from fastnnp.models.tensornet import TensorNet
-from torchmdnet_oracle import PureTorch, pure_torch_tensornet
+from fastnnp.bench.torchmdnet_pure import PureTorch, pure_torch_tensornet
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-10)}
 

@@ -30,7 +30,7 @@ pytest.importorskip("torchmdnet")
 from lightning_utilities.core.rank_zero import rank_zero_only  # noqa: E402
 from torchmdnet import utils as tmn_utils  # noqa: E402
 from torchmdnet.models import model as tmn_model  # noqa: E402
-from torchmdnet_oracle import make_pure_torch, pure_torch_tensornet  # noqa: E402
+from fastnnp.bench.torchmdnet_pure import make_pure_torch, pure_torch_tensornet  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / "data"
 DTYPES = {32: torch.float32, 64: torch.float64}

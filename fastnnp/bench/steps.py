@@ -6,14 +6,15 @@ its rows runs.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+
+from .torchmdnet_pure import PureTorch
 
 Step = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 TORCHMDNET_GRAPH_WARMUP = 12  # TorchMD-Net External's cuda_graph_warmup_steps
@@ -121,36 +122,3 @@ def torchmdnet_compile_step(checkpoint: str, inputs: Inputs, dtype: torch.dtype,
         return energy.detach(), -pos.grad
 
     return step
-
-
-@contextlib.contextmanager
-def _pure_torch_ops() -> Iterator[None]:
-    """TorchMD-Net's TensorNet module-level ops switched to their pure-torch versions."""
-    from torchmdnet.models import tensornet
-
-    names = ("compose_tensor", "decompose_tensor", "tensor_matmul_o3", "tensor_matmul_so3")
-    saved = {name: getattr(tensornet, name) for name in ("OPT",) + names}
-    tensornet.OPT = False
-    for name in names:
-        setattr(tensornet, name, getattr(tensornet, f"_{name}"))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(tensornet, name, value)
-
-
-class PureTorch(torch.nn.Module):
-    """A TorchMD-Net TensorNet run on its pure-torch path (the oracle fastnnp's tests use):
-    every submodule's ``opt`` flag off, and the Warp-backed ops swapped out during each call."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        for module in model.modules():
-            if hasattr(module, "opt"):
-                module.opt = False
-        self.model = model
-
-    def forward(self, *args, **kwargs):
-        with _pure_torch_ops():
-            return self.model(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""TorchMD-Net 3.1 as the numerical oracle (tests only): its pure-torch TensorNet path.
+"""TorchMD-Net 3.1's pure-torch TensorNet path: the numerical oracle of the tests and the
+``torchmdnet-pure`` row of the benchmark (torchmdnet is imported only when these run).
 
 TorchMD-Net's Warp kernels compute SO(3) TensorNet differently from its own pure-torch
 code; the pure-torch code is the reference, so the Warp ops are switched off here.
