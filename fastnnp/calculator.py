@@ -112,13 +112,11 @@ class FastNNPCalculator(Calculator):
         """
         images = list(images)
         want_energies = "energies" in properties
-        for atoms in images:
-            _periodicity(atoms, properties)
+        groups = _groups(images, max_atoms, properties)
         output: list[Optional[dict]] = [None] * len(images)
         with tqdm(total=len(images), disable=not progress, unit="structure", leave=False) as bar:
-            for group in _groups(images, max_atoms):
+            for group, periodic in groups:
                 chosen = [images[k] for k in group]
-                periodic = _periodicity(chosen[0])
                 results = self._evaluate(
                     [a.numbers for a in chosen], [a.positions for a in chosen], [a.cell.array for a in chosen] if periodic else None,
                     [self._charge(a) for a in chosen], want_energies,
@@ -247,18 +245,19 @@ def _periodicity(atoms: Atoms, properties: Sequence[str] = ()) -> bool:
     return True
 
 
-def _groups(images: Sequence[Atoms], max_atoms: int) -> list[list[int]]:
-    """Consecutive structures of the same periodicity, at most ``max_atoms`` atoms per group."""
-    groups: list[list[int]] = []
-    size, kind = 0, None
-    for k, atoms in enumerate(images):
-        periodic = _periodicity(atoms)
-        if groups and periodic == kind and size + len(atoms) <= max_atoms:
-            groups[-1].append(k)
+def _groups(images: Sequence[Atoms], max_atoms: int, properties: Sequence[str]) -> list[tuple[list[int], bool]]:
+    """Consecutive structures of the same periodicity, at most ``max_atoms`` atoms per group,
+    each with its periodicity; every structure is checked (:func:`_periodicity`) first."""
+    kinds = [_periodicity(atoms, properties) for atoms in images]
+    groups: list[tuple[list[int], bool]] = []
+    size = 0
+    for k, (atoms, periodic) in enumerate(zip(images, kinds)):
+        if groups and periodic == groups[-1][1] and size + len(atoms) <= max_atoms:
+            groups[-1][0].append(k)
             size += len(atoms)
         else:
-            groups.append([k])
-            size, kind = len(atoms), periodic
+            groups.append(([k], periodic))
+            size = len(atoms)
     return groups
 
 
