@@ -37,6 +37,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from ase.stress import voigt_6_to_full_3x3_stress
 from torch import Tensor
 
 from .config import TORCHMD_TRAIN_DEFAULTS
@@ -231,8 +232,6 @@ def _per_frame(array: np.ndarray, n_frames: int, tail: tuple[int, ...], path: st
 
 
 def _stresses(array: np.ndarray, n_frames: int, path: str) -> np.ndarray:
-    from ase.stress import voigt_6_to_full_3x3_stress
-
     if array.ndim == 2 and array.shape[1:] == (6,):
         array = voigt_6_to_full_3x3_stress(array)
     return _per_frame(array, n_frames, (3, 3), path, "stresses")
@@ -353,7 +352,6 @@ def _read_ase(config: dict) -> list[Frame]:
 
 
 def _ase_frame(atoms, keys: dict, source: str) -> Frame:
-    from ase.stress import voigt_6_to_full_3x3_stress
 
     def value(key):
         results = atoms.calc.results if atoms.calc is not None else {}

@@ -115,6 +115,11 @@ class _Predictor(nn.Module):
         return predict(self.model, batch, self.derivative, self.charge, create_graph=True)
 
 
+def _targets(batch: Batch) -> dict[str, Optional[Tensor]]:
+    """The labels of ``batch`` under the names of :class:`Prediction`'s fields."""
+    return {"y": batch.energy, "neg_dy": batch.forces, "stress": batch.stress}
+
+
 class _Meter:
     """Per-epoch sums, reduced over processes by :meth:`result`: batch losses (reported as their
     mean over batches) and per-sample errors (reported as MAE and RMSE over all samples)."""
@@ -400,7 +405,7 @@ class Trainer:
     def _losses(self, pred: Prediction, batch: Batch, loss_fns: list[tuple[str, Callable[..., Tensor]]],
                 stage: str, meter: _Meter) -> Tensor:
         """Record every loss of ``loss_fns`` in ``meter``; return the weighted total of the last one."""
-        targets = {"y": batch.energy, "neg_dy": batch.forces, "stress": batch.stress}
+        targets = _targets(batch)
         for name, fn in loss_fns:
             # 0 * energy: every parameter takes part in the loss (DistributedDataParallel needs it)
             total = 0 * pred.y.sum()
@@ -469,7 +474,7 @@ class Trainer:
             batch = self._to_device(batch)
             pred = predict(model, batch, self.derivative, bool(self.config["charge"]), create_graph=False)
             self._losses(pred, batch, loss_fns, name, meter)
-            for kind, target in (("y", batch.energy), ("neg_dy", batch.forces), ("stress", batch.stress)):
+            for kind, target in _targets(batch).items():
                 if getattr(pred, kind) is not None and target is not None:
                     meter.errors(f"{name}_{_ERROR_NAMES[kind]}", getattr(pred, kind), target)
 
