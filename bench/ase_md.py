@@ -107,7 +107,7 @@ def _neighbor_builds(calc) -> "int | None":
     """Neighbour searches run so far by a fastnnp calculator with a Verlet skin, else None."""
     if getattr(calc, "skin", 0) == 0:
         return None
-    from fastnnp.neighbor_reuse import neighbor_builds
+    from fastnnp.neighbors.reuse import neighbor_builds
 
     return neighbor_builds(calc.model)
 

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from fastnnp.kernels import interpreting  # noqa: E402
-from fastnnp.kernels.neighbor_search import NeighborTable  # noqa: E402
+from fastnnp.kernels.common.neighbor_search import NeighborTable  # noqa: E402
 from fastnnp.neighbors import NeighborList, neighbor_list  # noqa: E402
 from fastnnp.systems import water_box  # noqa: E402
 

@@ -65,8 +65,8 @@ install_wheels() {
 }
 
 install_wheels
-# The checkout keeps the kernels at kernels/, an installed fastnnp at fastnnp/kernels: copy it so.
-rm -rf "$PKG" && mkdir -p "$PKG" && cp -r fastnnp "$PKG/" && cp -r kernels "$PKG/fastnnp/kernels"
+# The package (kernels included, in fastnnp/kernels) runs from a copy outside the checkout.
+rm -rf "$PKG" && mkdir -p "$PKG" && cp -r fastnnp "$PKG/"
 export PYTHONPATH="$SITE:$PKG${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 out_dir=${OUT:-bench/results}

@@ -33,20 +33,20 @@ import pytest
 import torch
 from torch import Tensor
 
-from fastnnp.kernels.embedding_messages import embedding_messages
-from fastnnp.kernels.interaction_messages import interaction_messages
-from fastnnp.kernels.interaction_update import message_products, residual_update
-from fastnnp.kernels.neighbor_search import NeighborTable, neighbor_table, table_vectors
-from fastnnp.models.cartesian import channel_matmul
-from fastnnp.models.pair_messages import (
+from fastnnp.kernels.tensornet.embedding_messages import embedding_messages
+from fastnnp.kernels.tensornet.interaction_messages import interaction_messages
+from fastnnp.kernels.tensornet.interaction_update import message_products, residual_update
+from fastnnp.kernels.common.neighbor_search import NeighborTable, neighbor_table, table_vectors
+from fastnnp.models.tensornet.cartesian import channel_matmul
+from fastnnp.models.tensornet.pair_messages import (
     HalfList,
     add_checkpointed_segments,
     half_list,
     recompute_segment,
     sum_pair_messages,
 )
-from fastnnp.models.tensornet import CACHE_CHUNK, TensorNet
-from fastnnp.models.tensornet_triton import embedding_filter, interaction_filter
+from fastnnp.models.tensornet.reference import CACHE_CHUNK, TensorNet
+from fastnnp.models.tensornet.triton import embedding_filter, interaction_filter
 from fastnnp.neighbors import NeighborList, neighbor_list
 from test_kernel_interaction_update import _reference_products, _tensor
 from test_kernel_messages import _reference_embedding, _reference_interaction

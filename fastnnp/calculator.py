@@ -15,7 +15,7 @@ from .derivatives import energy_derivatives
 from .ensemble import Ensemble
 from .loading import load_model
 from .models.potential import NeuralPotential
-from .neighbor_reuse import use_verlet_skin
+from .neighbors.reuse import use_verlet_skin
 from .units import energy_factor, length_factor
 
 PathLike = Union[str, os.PathLike]

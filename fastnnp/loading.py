@@ -12,7 +12,7 @@ from torch import nn
 from .checkpoint import CheckpointError, read_checkpoint
 from .ensemble import Ensemble
 from .models.factory import build_model, model_dtype
-from .models.backend import check_triton_device
+from .kernels import check_triton_device
 
 PathLike = Union[str, os.PathLike]
 

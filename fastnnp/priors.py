@@ -29,8 +29,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from fastnnp.models.radial import cosine_cutoff
-from fastnnp.models.scatter import scatter
+from fastnnp.models.common.radial import cosine_cutoff
+from fastnnp.models.common.scatter import scatter
 from fastnnp.neighbors import neighbor_list
 
 # e^2 / (4 pi eps0) in J m, with the two different roundings TorchMD-Net uses in ZBL and Coulomb.

@@ -10,7 +10,7 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-DATA = pathlib.Path(__file__).parent / "data"
+from tests.helpers import DATA
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,7 @@ class _Payload:
 def test_arbitrary_unpickling_needs_opt_in(tmp_path):
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="needs arbitrary unpickling .it stores a test_bad_input._Payload object.*trust_checkpoint=True"):
+    with pytest.raises(CheckpointError, match="needs arbitrary unpickling .it stores a tests.test_bad_input._Payload object.*trust_checkpoint=True"):
         fastnnp.load_model(path)
 
 

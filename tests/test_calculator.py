@@ -10,8 +10,8 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 import fastnnp
 from fastnnp.priors import ZBL, Atomref
 from fastnnp.calculator import FastNNPCalculator
-from fastnnp.neighbor_reuse import VerletNeighborTable
-from calculator_systems import ET, GN, TENSORNET, periodic_box, reference_molecule, triclinic_cell
+from fastnnp.neighbors.reuse import VerletNeighborTable
+from tests.helpers.calculator_systems import ET, GN, TENSORNET, periodic_box, reference_molecule, triclinic_cell
 
 F64 = dict(dtype=torch.float64, device="cpu")
 

@@ -8,8 +8,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from fastnnp.calculator import FastNNPCalculator
-from fastnnp.neighbor_reuse import neighbor_builds
-from calculator_systems import TENSORNET, reference_molecule, triclinic_cell
+from fastnnp.neighbors.reuse import neighbor_builds
+from tests.helpers.calculator_systems import TENSORNET, reference_molecule, triclinic_cell
 
 F64 = dict(dtype=torch.float64, device="cpu")
 

@@ -7,22 +7,10 @@ import pytest
 import torch
 
 import fastnnp
-from parity import assert_matches
+from tests.helpers.parity import assert_matches, evaluate_reference
 
 MODELS = ["tensornet", "et", "gn"]
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
-
-
-def _evaluate(model, ref, prefix, dtype):
-    z = torch.as_tensor(ref[f"{prefix}z"])
-    pos = torch.as_tensor(ref[f"{prefix}pos"], dtype=dtype)
-    if prefix:
-        batch = torch.zeros(len(z), dtype=torch.long)
-        box = torch.as_tensor(ref["pbc_box"], dtype=dtype)
-    else:
-        batch = torch.as_tensor(ref["batch"])
-        box = None
-    return model(z, pos, batch, box=box)
 
 
 @pytest.mark.parametrize("periodic", [False, True], ids=["molecules", "periodic"])
@@ -33,7 +21,7 @@ def test_shipped_checkpoint_matches_torchmdnet(data_dir, name, precision, period
     ref = np.load(data_dir / name / "reference.npz")
     model = fastnnp.load_model(data_dir / name / "model.ckpt", dtype=dtype)
     prefix = "pbc_" if periodic else ""
-    energy, forces = _evaluate(model, ref, prefix, dtype)
+    energy, forces = evaluate_reference(model, ref, prefix, dtype)
     assert energy.dtype == dtype and forces.dtype == dtype
     assert_matches(energy, forces, ref[f"{prefix}energy_{precision}"], ref[f"{prefix}forces_{precision}"], dtype)
 
@@ -42,7 +30,7 @@ def test_legacy_layout_is_detected_with_a_warning(data_dir):
     ref = np.load(data_dir / "tensornet" / "reference_legacy_layout.npz")
     with pytest.warns(UserWarning, match="legacy TensorNet weight layout.*check_errors"):
         model = fastnnp.load_model(data_dir / "tensornet" / "model_legacy_layout.ckpt")
-    energy, forces = _evaluate(model, ref, "", torch.float32)
+    energy, forces = evaluate_reference(model, ref, "", torch.float32)
     assert_matches(energy, forces, ref["energy_f32"], ref["forces_f32"], torch.float32)
 
 
@@ -53,9 +41,9 @@ def test_explicit_layout_overrides_detection(data_dir):
         warnings.simplefilter("error")
         legacy = fastnnp.load_model(path, layout="legacy")
         wrong = fastnnp.load_model(path, layout="current")
-    energy, forces = _evaluate(legacy, ref, "", torch.float32)
+    energy, forces = evaluate_reference(legacy, ref, "", torch.float32)
     assert_matches(energy, forces, ref["energy_f32"], ref["forces_f32"], torch.float32)
-    wrong_energy, _ = _evaluate(wrong, ref, "", torch.float32)
+    wrong_energy, _ = evaluate_reference(wrong, ref, "", torch.float32)
     assert np.abs(wrong_energy.detach().numpy() - ref["energy_f32"]).max() > 1e-2
 
 
@@ -68,6 +56,6 @@ def test_current_layout_loads_without_warning(data_dir):
 def test_energy_only_mode_returns_no_forces(data_dir):
     ref = np.load(data_dir / "tensornet" / "reference.npz")
     model = fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", derivative=False)
-    energy, forces = _evaluate(model, ref, "", torch.float32)
+    energy, forces = evaluate_reference(model, ref, "", torch.float32)
     assert forces is None
     np.testing.assert_allclose(energy.detach().numpy(), ref["energy_f32"], atol=1e-5)

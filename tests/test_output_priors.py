@@ -20,7 +20,7 @@ from torchmdnet.utils import atomic_masses as tmn_atomic_masses  # noqa: E402
 
 from fastnnp import priors as fp  # noqa: E402
 from fastnnp.models import output_modules as fo  # noqa: E402
-from fastnnp.models.mlp import GatedEquivariantBlock  # noqa: E402
+from fastnnp.models.common.mlp import GatedEquivariantBlock  # noqa: E402
 
 F = 16
 DTYPES = [torch.float32, torch.float64]

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 import fastnnp
-from parity import assert_matches
+from tests.helpers.parity import assert_matches
 
 pytest.importorskip("torchmdnet")
 
@@ -32,7 +32,7 @@ from torchmdnet import utils as tmn_utils  # noqa: E402
 from torchmdnet.models import model as tmn_model  # noqa: E402
 from fastnnp.bench.torchmdnet_pure import make_pure_torch, pure_torch_tensornet  # noqa: E402
 
-DATA = pathlib.Path(__file__).parent / "data"
+from tests.helpers import DATA
 DTYPES = {32: torch.float32, 64: torch.float64}
 MAX_Z = 20
 ANGSTROM, EV = 1e-10, 1.602176634e-19

@@ -82,18 +82,13 @@ def commit() -> str:
 
 def source_digest() -> str:
     """sha256 (16 hex digits) over the paths and contents of fastnnp's *.py, its kernels
-    included (named fastnnp/kernels/... whether they sit there, as installed, or in the
-    checkout's kernels/): names the code that ran even with uncommitted changes."""
-    import fastnnp.kernels
-
-    kernels = os.path.dirname(os.path.abspath(fastnnp.kernels.__file__))
+    included: names the code that ran even with uncommitted changes."""
     files = {}
-    for top, prefix in ((_FASTNNP_DIR, "fastnnp"), (kernels, "fastnnp/kernels")):
-        for folder, _, names in os.walk(top):
-            for name in names:
-                if name.endswith(".py"):
-                    path = os.path.join(folder, name)
-                    files[os.path.join(prefix, os.path.relpath(path, top))] = path
+    for folder, _, names in os.walk(_FASTNNP_DIR):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                files[os.path.join("fastnnp", os.path.relpath(path, _FASTNNP_DIR))] = path
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode())

@@ -102,13 +102,13 @@ def _representation(name: str, hp: dict, dtype: torch.dtype, backend: str) -> to
     )
     if name == "tensornet":
         if backend == "triton":
-            from .tensornet_triton import TritonTensorNet as TensorNet
+            from .tensornet.triton import TritonTensorNet as TensorNet
         else:
-            from .tensornet import TensorNet
+            from .tensornet.reference import TensorNet
 
         return TensorNet(equivariance_invariance_group=hp["equivariance_invariance_group"], **shared)
     if name == "equivariant-transformer":
-        from .equivariant_transformer import EquivariantTransformer
+        from .et import EquivariantTransformer
 
         return EquivariantTransformer(
             attn_activation=hp["attn_activation"],
@@ -118,7 +118,7 @@ def _representation(name: str, hp: dict, dtype: torch.dtype, backend: str) -> to
             vector_cutoff=hp.get("vector_cutoff", False),
             **shared,
         )
-    from .graph_network import GraphNetwork
+    from .gn import GraphNetwork
 
     return GraphNetwork(
         num_filters=hp["embedding_dimension"], aggr=hp["aggr"], neighbor_embedding=hp["neighbor_embedding"], **shared

@@ -9,7 +9,7 @@ the mean shift and system-wise priors around the third)::
     y        = head.post_reduce(per_sys)
 
 ``reduce_op="mean"`` keeps TorchMD-Net's scatter quirk (sum / (count + 1)); see
-:func:`fastnnp.models.scatter.scatter`.
+:func:`fastnnp.models.common.scatter.scatter`.
 
 Keys: MLP heads hold ``output_network.layers.{0,2,...}.{weight,bias}``; gated (equivariant)
 heads hold ``output_network.{0,1}.{vec1_proj,vec2_proj}.weight`` and
@@ -24,8 +24,8 @@ import torch
 from ase.data import atomic_masses_iupac2016
 from torch import Tensor, nn
 
-from fastnnp.models.mlp import MLP, GatedEquivariantBlock
-from fastnnp.models.scatter import scatter
+from fastnnp.models.common.mlp import MLP, GatedEquivariantBlock
+from fastnnp.models.common.scatter import scatter
 
 _REDUCE_OPS = ("add", "sum", "mean", "max", "min")
 

@@ -1,0 +1,1 @@
+"""Device code shared by every architecture's kernels, and the Triton neighbour search."""

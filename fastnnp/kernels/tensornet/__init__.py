@@ -1,0 +1,2 @@
+"""TensorNet's fused kernels: embedding messages, interaction messages and the per-atom update,
+over the ten-component ``[N, 10, F]`` layout of :mod:`.components`."""

@@ -1,0 +1,229 @@
+"""TensorNet embedding messages: distance, direction, radial basis, projection and aggregation, fused.
+
+For receiver i, its neighbours j in a :class:`~fastnnp.kernels.common.neighbor_search.NeighborTable`,
+edge vector v_ik, length d and direction u = v / d:
+
+    P_ik = (W rbf(d) + b) * cutoff(d)                       [3, F]  (W = the three distance_proj)
+    a_ik = P_ik * (z_recv[i] + z_send[j])                   [3, F]
+    out[i] = sum_k (a_ik[0], a_ik[1] u, a_ik[2] (u u^T as xx yy zz xy xz yz))   [N, 10, F]
+
+The layout (I, A as a vector, S as six entries) matches
+:mod:`~fastnnp.kernels.tensornet.interaction_messages`. Programs take ``ROWS`` receivers, ``SLOTS`` slots
+at a time, and sum in registers (no atomics). Backward gives the gradient for the edge vectors
+only: the atom-type terms do not depend on positions, and parameters are constants.
+"""
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..common.edge_math import cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, tile_shape
+from .components import store_all_rows, zero_rows
+
+
+class DistanceProjection(NamedTuple):
+    """The embedding's radial filter: basis, cutoffs and the stacked projections [3F, R], [3F]."""
+
+    rbf_code: int
+    p0: Tensor
+    p1: Tensor
+    alpha: float
+    cutoff_lower: float
+    cutoff_upper: float
+    weight: Tensor
+    bias: Tensor
+
+
+@triton.jit
+def _projection(rbf, w_ptr, b_ptr, group: tl.constexpr, R, F, BR: tl.constexpr, BF: tl.constexpr,
+                PRECISION: tl.constexpr):
+    """W_g rbf + b_g [M, BF] for projection ``group``."""
+    r = tl.arange(0, BR)
+    f = tl.arange(0, BF)
+    wt = tl.load(w_ptr + (group * F + f[None, :]) * R + r[:, None], mask=(r[:, None] < R) & (f[None, :] < F), other=0.0)
+    return tl.dot(rbf, wt, input_precision=PRECISION) + tl.load(b_ptr + group * F + f, mask=f < F, other=0.0)[None, :]
+
+
+@triton.jit
+def _atom_rows(ptr, atom, F, valid, BF: tl.constexpr):
+    """Rows [M, BF] of a per-atom [N, F] array."""
+    f = tl.arange(0, BF)
+    return tl.load(ptr + atom[:, None] * F + f[None, :], mask=valid[:, None] & (f[None, :] < F), other=0.0)
+
+
+@triton.jit
+def _direction(vx, vy, vz, d):
+    inv = 1.0 / tl.maximum(d, 1.1754943508222875e-38)
+    return vx * inv, vy * inv, vz * inv
+
+
+@triton.jit
+def _forward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, zr_ptr, zs_ptr, out_ptr, p0_ptr, p1_ptr, w_ptr, b_ptr,
+    n_rows, K, R, F, alpha, lower, upper,
+    RBF: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    r = tl.arange(0, BR)
+    p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
+    p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        ux, uy, uz = _direction(vx, vy, vz, d)
+        rbf, rbf_slope = radial_basis(d, p0, p1, lower, upper, alpha, RBF)
+        cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        types = (_atom_rows(zr_ptr, row, F, valid, BF) + _atom_rows(zs_ptr, sender, F, valid, BF)) * cut[:, None]
+        a0 += row_sum(_projection(rbf, w_ptr, b_ptr, 0, R, F, BR, BF, PRECISION) * types, ROWS, SLOTS, BF)
+        m1 = _projection(rbf, w_ptr, b_ptr, 1, R, F, BR, BF, PRECISION) * types
+        a1 += row_sum(m1 * ux[:, None], ROWS, SLOTS, BF)
+        a2 += row_sum(m1 * uy[:, None], ROWS, SLOTS, BF)
+        a3 += row_sum(m1 * uz[:, None], ROWS, SLOTS, BF)
+        m2 = _projection(rbf, w_ptr, b_ptr, 2, R, F, BR, BF, PRECISION) * types
+        a4 += row_sum(m2 * (ux * ux)[:, None], ROWS, SLOTS, BF)
+        a5 += row_sum(m2 * (uy * uy)[:, None], ROWS, SLOTS, BF)
+        a6 += row_sum(m2 * (uz * uz)[:, None], ROWS, SLOTS, BF)
+        a7 += row_sum(m2 * (ux * uy)[:, None], ROWS, SLOTS, BF)
+        a8 += row_sum(m2 * (ux * uz)[:, None], ROWS, SLOTS, BF)
+        a9 += row_sum(m2 * (uy * uz)[:, None], ROWS, SLOTS, BF)
+    store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
+
+
+@triton.jit
+def _grad_rows(grad_ptr, row, c: tl.constexpr, F, valid, BF: tl.constexpr):
+    """Component ``c`` [M, BF] of the incoming gradient [N, 10, F] at the receivers."""
+    f = tl.arange(0, BF)
+    return tl.load(grad_ptr + row[:, None] * (10 * F) + c * F + f[None, :], mask=valid[:, None] & (f[None, :] < F), other=0.0)
+
+
+@triton.jit
+def _backward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, zr_ptr, zs_ptr, grad_ptr, grad_vec_ptr, p0_ptr, p1_ptr, w_ptr, b_ptr,
+    n_rows, K, R, F, alpha, lower, upper,
+    RBF: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    r = tl.arange(0, BR)
+    f = tl.arange(0, BF)
+    p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
+    p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
+    w_mask = (f[:, None] < F) & (r[None, :] < R)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        ux, uy, uz = _direction(vx, vy, vz, d)
+        rbf, rbf_slope = radial_basis(d, p0, p1, lower, upper, alpha, RBF)
+        cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        types = _atom_rows(zr_ptr, row, F, valid, BF) + _atom_rows(zs_ptr, sender, F, valid, BF)
+        # I: d loss / d projection, through the cutoff and the basis.
+        lin = _projection(rbf, w_ptr, b_ptr, 0, R, F, BR, BF, PRECISION)
+        g_lin = _grad_rows(grad_ptr, row, 0, F, valid, BF) * types
+        g_cut = tl.sum(g_lin * lin, axis=1)
+        g_rbf = tl.dot(g_lin * cut[:, None], tl.load(w_ptr + f[:, None] * R + r[None, :], mask=w_mask, other=0.0),
+                       input_precision=PRECISION)
+        # A: also d loss / d direction.
+        lin = _projection(rbf, w_ptr, b_ptr, 1, R, F, BR, BF, PRECISION)
+        gx = _grad_rows(grad_ptr, row, 1, F, valid, BF)
+        gy = _grad_rows(grad_ptr, row, 2, F, valid, BF)
+        gz = _grad_rows(grad_ptr, row, 3, F, valid, BF)
+        message = lin * types * cut[:, None]
+        g_ux = tl.sum(message * gx, axis=1)
+        g_uy = tl.sum(message * gy, axis=1)
+        g_uz = tl.sum(message * gz, axis=1)
+        g_lin = (gx * ux[:, None] + gy * uy[:, None] + gz * uz[:, None]) * types
+        g_cut += tl.sum(g_lin * lin, axis=1)
+        g_rbf += tl.dot(g_lin * cut[:, None], tl.load(w_ptr + (F + f[:, None]) * R + r[None, :], mask=w_mask, other=0.0),
+                        input_precision=PRECISION)
+        # S: six outer-product entries xx yy zz xy xz yz.
+        lin = _projection(rbf, w_ptr, b_ptr, 2, R, F, BR, BF, PRECISION)
+        message = lin * types * cut[:, None]
+        gxx = _grad_rows(grad_ptr, row, 4, F, valid, BF)
+        gyy = _grad_rows(grad_ptr, row, 5, F, valid, BF)
+        gzz = _grad_rows(grad_ptr, row, 6, F, valid, BF)
+        gxy = _grad_rows(grad_ptr, row, 7, F, valid, BF)
+        gxz = _grad_rows(grad_ptr, row, 8, F, valid, BF)
+        gyz = _grad_rows(grad_ptr, row, 9, F, valid, BF)
+        txx = tl.sum(message * gxx, axis=1)
+        tyy = tl.sum(message * gyy, axis=1)
+        tzz = tl.sum(message * gzz, axis=1)
+        txy = tl.sum(message * gxy, axis=1)
+        txz = tl.sum(message * gxz, axis=1)
+        tyz = tl.sum(message * gyz, axis=1)
+        g_ux += 2.0 * txx * ux + txy * uy + txz * uz
+        g_uy += 2.0 * tyy * uy + txy * ux + tyz * uz
+        g_uz += 2.0 * tzz * uz + txz * ux + tyz * uy
+        g_lin = (
+            gxx * (ux * ux)[:, None] + gyy * (uy * uy)[:, None] + gzz * (uz * uz)[:, None]
+            + gxy * (ux * uy)[:, None] + gxz * (ux * uz)[:, None] + gyz * (uy * uz)[:, None]
+        ) * types
+        g_cut += tl.sum(g_lin * lin, axis=1)
+        g_rbf += tl.dot(g_lin * cut[:, None], tl.load(w_ptr + (2 * F + f[:, None]) * R + r[None, :], mask=w_mask, other=0.0),
+                        input_precision=PRECISION)
+        # Length and direction -> vector: dv = g_d u + (g_u - (g_u . u) u) / d.
+        g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
+        radial = g_ux * ux + g_uy * uy + g_uz * uz
+        inv = tl.where(d > 0, 1.0 / tl.where(d > 0, d, 1.0), 0.0)
+        gvx = tl.where(valid, g_d * ux + (g_ux - radial * ux) * inv, 0.0)
+        gvy = tl.where(valid, g_d * uy + (g_uy - radial * uy) * inv, 0.0)
+        gvz = tl.where(valid, g_d * uz + (g_uz - radial * uz) * inv, 0.0)
+        tl.store(grad_vec_ptr + 3 * edge, gvx, mask=valid)
+        tl.store(grad_vec_ptr + 3 * edge + 1, gvy, mask=valid)
+        tl.store(grad_vec_ptr + 3 * edge + 2, gvz, mask=valid)
+
+
+def _launch_args(projection: DistanceProjection, neighbors: Tensor, precision: str):
+    n_rows, K = neighbors.shape
+    F3, R = projection.weight.shape
+    F = F3 // 3
+    weights = (projection.p0, projection.p1, projection.weight, projection.bias)
+    scalars = (n_rows, K, R, F, projection.alpha, projection.cutoff_lower, projection.cutoff_upper)
+    rows, slots = tile_shape()
+    meta = dict(
+        RBF=projection.rbf_code, HAS_LOWER=projection.cutoff_lower > 0, PRECISION=precision, ROWS=rows, SLOTS=slots,
+        BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
+    )
+    return (triton.cdiv(n_rows, rows),), weights, scalars, meta
+
+
+class EmbeddingMessages(torch.autograd.Function):
+    """Differentiable in the edge vectors (atom-type terms and parameters are constants)."""
+
+    @staticmethod
+    def forward(ctx, vec, z_recv, z_send, neighbors, counts, projection, precision):
+        n_rows, F = z_recv.shape
+        out = z_recv.new_empty(n_rows, 10, F)
+        grid, weights, scalars, meta = _launch_args(projection, neighbors, precision)
+        _forward_kernel[grid](vec, neighbors, counts, z_recv, z_send, out, *weights, *scalars, **meta)
+        ctx.save_for_backward(vec, z_recv, z_send, neighbors, counts)
+        ctx.projection, ctx.precision = projection, precision
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        vec, z_recv, z_send, neighbors, counts = ctx.saved_tensors
+        grad_vec = torch.zeros_like(vec)
+        grid, weights, scalars, meta = _launch_args(ctx.projection, neighbors, ctx.precision)
+        _backward_kernel[grid](
+            vec, neighbors, counts, z_recv, z_send, grad.contiguous(), grad_vec, *weights, *scalars, **meta
+        )
+        return grad_vec, None, None, None, None, None, None
+
+
+def embedding_messages(
+    vec: Tensor, z_recv: Tensor, z_send: Tensor, neighbors: Tensor, counts: Tensor,
+    projection: DistanceProjection, precision: str = "ieee",
+) -> Tensor:
+    """Summed embedding messages [N, 10, F] (I, A vector, S six) of the table rows.
+
+    ``vec`` [N, K, 3] edge vectors, ``z_recv``/``z_send`` [N, F] the atom-type terms of
+    receiver and sender, ``neighbors`` [N, K] int32, ``counts`` [N]; float32, contiguous.
+    """
+    return EmbeddingMessages.apply(
+        vec.contiguous(), z_recv.detach().contiguous(), z_send.detach().contiguous(),
+        neighbors.contiguous(), counts.contiguous(), projection, precision,
+    )

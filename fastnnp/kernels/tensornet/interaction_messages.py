@@ -1,0 +1,271 @@
+"""TensorNet interaction messages: distance, radial basis, radial MLP and aggregation, fused.
+
+For receiver i and its neighbours j in a :class:`~fastnnp.kernels.common.neighbor_search.NeighborTable`
+(row i, slots k < counts[i]), with edge vector v_ik [3] and length d = |v_ik|:
+
+    filter_ik = act(W3 act(W2 act(W1 rbf(d) + b1) + b2) + b3) * cutoff(d)      [3, F]
+    messages[i, c, f] = sum_k filter_ik[group[c], f] * features[j_ik, c, f]      [N, 10, F]
+
+where the ten components c are I, A as a vector (3) and S as six entries, with filter groups
+0, 1 1 1, 2 2 2 2 2 2. Each program takes ``ROWS`` receivers and walks their slots ``SLOTS``
+at a time (:func:`~fastnnp.kernels.common.edge_math.tile_shape`), so the MLP runs as ``tl.dot`` on [ROWS * SLOTS, ...] tiles and every sum is a
+register reduction: no atomics, and nothing per edge is written in the forward pass.
+
+Backward (forces; parameters frozen) recomputes the MLP. Because the table lists both
+directions of every pair with the same length, the gradient for the features is the same
+neighbour sum applied to the incoming gradient; the gradient for each edge vector comes from
+backpropagating sum_c grad[i, c] * features[j, c] through the MLP, the basis and the cutoff.
+"""
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..common.edge_math import activation, activation_grad, cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, tile_shape
+from .components import store_all_rows, zero_rows
+
+
+# Hidden units of the radial MLP's 2F-wide layer handled per step (bounds the staged weight tiles).
+HIDDEN_CHUNK = 32
+
+
+class RadialMLP(NamedTuple):
+    """A TensorNet interaction's radial filter: basis, cutoffs and three linear layers
+    (weights as ``nn.Linear`` stores them, [out, in]) with an activation after each."""
+
+    rbf_code: int
+    p0: Tensor  # [R] expnorm means / gauss offsets
+    p1: Tensor  # [R] expnorm betas / gauss coefficient
+    alpha: float
+    cutoff_lower: float
+    cutoff_upper: float
+    activation_code: int
+    w1: Tensor  # [F, R]
+    b1: Tensor
+    w2: Tensor  # [2F, F]
+    b2: Tensor
+    w3: Tensor  # [3F, 2F]
+    b3: Tensor
+
+
+@triton.jit
+def _first_layer(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper,
+                 RBF: tl.constexpr, ACT: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, PRECISION: tl.constexpr):
+    """Radial basis (values, slopes) [M, BR] and the first layer's pre-activation and output [M, BF]."""
+    r = tl.arange(0, BR)
+    f = tl.arange(0, BF)
+    p0 = tl.load(p0_ptr + r, mask=r < R, other=0.0)
+    p1 = tl.load(p1_ptr + r, mask=r < R, other=0.0)
+    rbf, rbf_slope = radial_basis(d, p0, p1, lower, upper, alpha, RBF)
+    w1t = tl.load(w1_ptr + f[None, :] * R + r[:, None], mask=(r[:, None] < R) & (f[None, :] < F), other=0.0)
+    z1 = tl.dot(rbf, w1t, input_precision=PRECISION) + tl.load(b1_ptr + f, mask=f < F, other=0.0)[None, :]
+    return rbf, rbf_slope, z1, activation(z1, ACT)
+
+
+@triton.jit
+def _hidden_chunk(h1, w2_ptr, b2_ptr, k0, F, BF: tl.constexpr, KC: tl.constexpr, PRECISION: tl.constexpr):
+    """Pre-activation [M, KC] of hidden units k0 .. k0 + KC of the second layer (2F units)."""
+    f = tl.arange(0, BF)
+    k = k0 + tl.arange(0, KC)
+    w2t = tl.load(w2_ptr + k[None, :] * F + f[:, None], mask=(f[:, None] < F) & (k[None, :] < 2 * F), other=0.0)
+    return tl.dot(h1, w2t, input_precision=PRECISION) + tl.load(b2_ptr + k, mask=k < 2 * F, other=0.0)[None, :]
+
+
+@triton.jit
+def _third_weights(w3_ptr, group: tl.constexpr, k0, F, BF: tl.constexpr, KC: tl.constexpr):
+    """Columns k0 .. k0 + KC of W3's rows for filter group ``group``, as [BF, KC]."""
+    f = tl.arange(0, BF)
+    k = k0 + tl.arange(0, KC)
+    return tl.load(w3_ptr + (group * F + f[:, None]) * (2 * F) + k[None, :],
+                   mask=(f[:, None] < F) & (k[None, :] < 2 * F), other=0.0)
+
+
+@triton.jit
+def _last_layer(h1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, F, ACT: tl.constexpr, M: tl.constexpr, BF: tl.constexpr,
+                KC: tl.constexpr, PRECISION: tl.constexpr):
+    """Pre-activations [M, BF] of the last layer for the three filter groups. The 2F hidden
+    units are streamed KC at a time, so no weight tile larger than [BF, KC] is staged."""
+    f = tl.arange(0, BF)
+    z3a = tl.zeros((M, BF), tl.float32) + tl.load(b3_ptr + f, mask=f < F, other=0.0)[None, :]
+    z3b = tl.zeros((M, BF), tl.float32) + tl.load(b3_ptr + F + f, mask=f < F, other=0.0)[None, :]
+    z3c = tl.zeros((M, BF), tl.float32) + tl.load(b3_ptr + 2 * F + f, mask=f < F, other=0.0)[None, :]
+    for k0 in range(0, 2 * F, KC):
+        h2 = activation(_hidden_chunk(h1, w2_ptr, b2_ptr, k0, F, BF, KC, PRECISION), ACT)
+        z3a += tl.dot(h2, tl.trans(_third_weights(w3_ptr, 0, k0, F, BF, KC)), input_precision=PRECISION)
+        z3b += tl.dot(h2, tl.trans(_third_weights(w3_ptr, 1, k0, F, BF, KC)), input_precision=PRECISION)
+        z3c += tl.dot(h2, tl.trans(_third_weights(w3_ptr, 2, k0, F, BF, KC)), input_precision=PRECISION)
+    return z3a, z3b, z3c
+
+
+@triton.jit
+def _gather(ptr, atom, c: tl.constexpr, F, valid, BF: tl.constexpr):
+    """Component ``c`` [M, BF] of the per-atom [N, 10, F] array at ``ptr`` for atoms ``atom`` [M]."""
+    f = tl.arange(0, BF)
+    return tl.load(ptr + atom[:, None] * (10 * F) + c * F + f[None, :], mask=valid[:, None] & (f[None, :] < F), other=0.0)
+
+
+@triton.jit
+def _forward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, feat_ptr, out_ptr,
+    p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+    n_rows, K, R, F, alpha, lower, upper,
+    RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, KC: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        _, _, _, h1 = _first_layer(d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, PRECISION)
+        z3a, z3b, z3c = _last_layer(h1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, F, ACT, ROWS * SLOTS, BF, KC, PRECISION)
+        cut, _ = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        f0 = activation(z3a, ACT) * cut[:, None]
+        a0 += row_sum(f0 * _gather(feat_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
+        f1 = activation(z3b, ACT) * cut[:, None]
+        a1 += row_sum(f1 * _gather(feat_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
+        a2 += row_sum(f1 * _gather(feat_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
+        a3 += row_sum(f1 * _gather(feat_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
+        f2 = activation(z3c, ACT) * cut[:, None]
+        a4 += row_sum(f2 * _gather(feat_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
+        a5 += row_sum(f2 * _gather(feat_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
+        a6 += row_sum(f2 * _gather(feat_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
+        a7 += row_sum(f2 * _gather(feat_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
+        a8 += row_sum(f2 * _gather(feat_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
+        a9 += row_sum(f2 * _gather(feat_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
+    store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
+
+
+@triton.jit
+def _pair_product(grad_ptr, feat_ptr, row, sender, c: tl.constexpr, F, valid, BF: tl.constexpr):
+    """grad[i, c] * features[j, c] [M, BF] for the tile's edges."""
+    return _gather(grad_ptr, row, c, F, valid, BF) * _gather(feat_ptr, sender, c, F, valid, BF)
+
+
+@triton.jit
+def _backward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, feat_ptr, grad_ptr, grad_feat_ptr, grad_vec_ptr,
+    p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+    n_rows, K, R, F, alpha, lower, upper,
+    RBF: tl.constexpr, ACT: tl.constexpr, HAS_LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BR: tl.constexpr, BF: tl.constexpr, KC: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    f = tl.arange(0, BF)
+    r = tl.arange(0, BR)
+    w1 = tl.load(w1_ptr + f[:, None] * R + r[None, :], mask=(f[:, None] < F) & (r[None, :] < R), other=0.0)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        _, rbf_slope, z1, h1 = _first_layer(
+            d, p0_ptr, p1_ptr, w1_ptr, b1_ptr, R, F, alpha, lower, upper, RBF, ACT, BR, BF, PRECISION
+        )
+        z3a, z3b, z3c = _last_layer(h1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, F, ACT, ROWS * SLOTS, BF, KC, PRECISION)
+        cut, cut_slope = cosine_cutoff(d, lower, upper, HAS_LOWER)
+        # Per group: the feature gradient's neighbour sum, and d loss / d last-layer pre-activation.
+        out3 = activation(z3a, ACT)
+        filt = out3 * cut[:, None]
+        a0 += row_sum(filt * _gather(grad_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
+        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 0, F, valid, BF)
+        g_cut = tl.sum(g_filter * out3, axis=1)
+        g_z3a = g_filter * cut[:, None] * activation_grad(z3a, ACT)
+        out3 = activation(z3b, ACT)
+        filt = out3 * cut[:, None]
+        a1 += row_sum(filt * _gather(grad_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
+        a2 += row_sum(filt * _gather(grad_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
+        a3 += row_sum(filt * _gather(grad_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
+        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 1, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 2, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 3, F, valid, BF)
+        g_cut += tl.sum(g_filter * out3, axis=1)
+        g_z3b = g_filter * cut[:, None] * activation_grad(z3b, ACT)
+        out3 = activation(z3c, ACT)
+        filt = out3 * cut[:, None]
+        a4 += row_sum(filt * _gather(grad_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
+        a5 += row_sum(filt * _gather(grad_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
+        a6 += row_sum(filt * _gather(grad_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
+        a7 += row_sum(filt * _gather(grad_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
+        a8 += row_sum(filt * _gather(grad_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
+        a9 += row_sum(filt * _gather(grad_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
+        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 4, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 5, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 6, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 7, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 8, F, valid, BF)
+        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 9, F, valid, BF)
+        g_cut += tl.sum(g_filter * out3, axis=1)
+        g_z3c = g_filter * cut[:, None] * activation_grad(z3c, ACT)
+        # Back through the hidden layer, KC units at a time (recomputed), to the first layer.
+        g_h1 = tl.zeros((ROWS * SLOTS, BF), tl.float32)
+        for k0 in range(0, 2 * F, KC):
+            z2 = _hidden_chunk(h1, w2_ptr, b2_ptr, k0, F, BF, KC, PRECISION)
+            g_h2 = tl.dot(g_z3a, _third_weights(w3_ptr, 0, k0, F, BF, KC), input_precision=PRECISION)
+            g_h2 += tl.dot(g_z3b, _third_weights(w3_ptr, 1, k0, F, BF, KC), input_precision=PRECISION)
+            g_h2 += tl.dot(g_z3c, _third_weights(w3_ptr, 2, k0, F, BF, KC), input_precision=PRECISION)
+            k = k0 + tl.arange(0, KC)
+            w2 = tl.load(w2_ptr + k[:, None] * F + f[None, :], mask=(k[:, None] < 2 * F) & (f[None, :] < F), other=0.0)
+            g_h1 += tl.dot(g_h2 * activation_grad(z2, ACT), w2, input_precision=PRECISION)
+        g_rbf = tl.dot(g_h1 * activation_grad(z1, ACT), w1, input_precision=PRECISION)
+        g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
+        scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
+        tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
+        tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
+        tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)
+    store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
+
+
+def _launch_args(mlp: RadialMLP, neighbors: Tensor, precision: str):
+    n_rows, K = neighbors.shape
+    F, R = mlp.w1.shape
+    rows, slots = tile_shape()
+    grid = (triton.cdiv(n_rows, rows),)
+    weights = (mlp.p0, mlp.p1, mlp.w1, mlp.b1, mlp.w2, mlp.b2, mlp.w3, mlp.b3)
+    scalars = (n_rows, K, R, F, mlp.alpha, mlp.cutoff_lower, mlp.cutoff_upper)
+    meta = dict(
+        RBF=mlp.rbf_code, ACT=mlp.activation_code, HAS_LOWER=mlp.cutoff_lower > 0, PRECISION=precision,
+        ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
+        KC=HIDDEN_CHUNK,
+    )
+    return grid, weights, scalars, meta
+
+
+class InteractionMessages(torch.autograd.Function):
+    """Differentiable in the edge vectors and the features (the MLP's parameters are constants)."""
+
+    @staticmethod
+    def forward(ctx, vec, features, neighbors, counts, mlp, precision):
+        out = torch.empty_like(features)
+        grid, weights, scalars, meta = _launch_args(mlp, neighbors, precision)
+        _forward_kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
+        ctx.save_for_backward(vec, features, neighbors, counts)
+        ctx.mlp, ctx.precision = mlp, precision
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        vec, features, neighbors, counts = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_features = torch.empty_like(features)
+        grad_vec = torch.zeros_like(vec)
+        grid, weights, scalars, meta = _launch_args(ctx.mlp, neighbors, ctx.precision)
+        _backward_kernel[grid](
+            vec, neighbors, counts, features, grad, grad_features, grad_vec, *weights, *scalars, **meta
+        )
+        return grad_vec, grad_features, None, None, None, None
+
+
+def interaction_messages(
+    vec: Tensor, features: Tensor, neighbors: Tensor, counts: Tensor, mlp: RadialMLP, precision: str = "ieee"
+) -> Tensor:
+    """Filtered neighbour sums [N, 10, F] of ``features`` [N, 10, F] (I, A vector, S six).
+
+    ``vec`` [N, K, 3] edge vectors of the table rows ``neighbors`` [N, K] (int32) with
+    ``counts`` [N] valid slots; float32, contiguous, on one device. ``precision`` is
+    ``tl.dot``'s input precision: "ieee" (exact fp32) or "tf32" (opt-in, faster on GPUs).
+    """
+    return InteractionMessages.apply(
+        vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), mlp, precision
+    )

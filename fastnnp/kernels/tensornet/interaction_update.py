@@ -1,0 +1,246 @@
+"""TensorNet's per-atom update around an interaction's channel-mixing GEMMs, fused.
+
+Two elementwise ops over (atom, channel), each one pass over memory forward and one backward:
+
+``message_products(M, T, L, c, group) -> P`` [N, 10, F]
+    m = M + L[component group] * T (the summed messages plus the self loop's),
+    msg and Y = the 3x3 tensors of m and T, C = c (msg Y + Y msg) for O(3) or 2 Y msg for
+    SO(3), P = decompose(C) / (|C|^2 + 1).
+``residual_update(X, D, c) -> X + dX + c dX dX`` [N, 3, 3, F], with dX = compose(D).
+
+Between them the caller applies the three bias-free channel-mixing linears to the components
+of P as GEMMs. ``c`` [N] is the charge factor 1 + 0.1 q; the self-loop filter L [3, F] and the
+charge factor are constants for autograd.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..common.interpreter import interpreting
+from .components import (
+    compose,
+    compose_t,
+    decompose,
+    decompose_t,
+    load_components,
+    load_matrix,
+    matmul,
+    squared_norm,
+    store_components,
+    store_matrix,
+)
+
+# Atoms x channels per program; the interpreter gets larger blocks (fewer numpy calls).
+GPU_BLOCK_ATOMS = 4
+INTERPRETER_BLOCK_ATOMS = 64
+BLOCK_CHANNELS = 32
+
+
+def _block_atoms() -> int:
+    return INTERPRETER_BLOCK_ATOMS if interpreting() else GPU_BLOCK_ATOMS
+
+
+@triton.jit
+def _block(n_atoms, F, stride, BN: tl.constexpr, BF: tl.constexpr):
+    """Offsets (into an array with ``stride`` floats per atom) and mask of this program's block."""
+    atoms = (tl.program_id(0) * BN + tl.arange(0, BN)).to(tl.int64)
+    channels = tl.program_id(1) * BF + tl.arange(0, BF)
+    mask = (atoms[:, None] < n_atoms) & (channels[None, :] < F)
+    return atoms, channels, atoms[:, None] * stride + channels[None, :], mask
+
+
+@triton.jit
+def _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F):
+    """m = M + L[group] * T (ten components) and T."""
+    m0, m1, m2, m3, m4, m5, m6, m7, m8, m9 = load_components(m_ptr, offsets, mask, F)
+    t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 = load_components(t_ptr, offsets, mask, F)
+    cmask = channels < F
+    l0 = tl.load(loop_ptr + channels, mask=cmask, other=0.0)[None, :]
+    l1 = tl.load(loop_ptr + F + channels, mask=cmask, other=0.0)[None, :]
+    l2 = tl.load(loop_ptr + 2 * F + channels, mask=cmask, other=0.0)[None, :]
+    m = (m0 + l0 * t0, m1 + l1 * t1, m2 + l1 * t2, m3 + l1 * t3, m4 + l2 * t4, m5 + l2 * t5,
+         m6 + l2 * t6, m7 + l2 * t7, m8 + l2 * t8, m9 + l2 * t9)
+    return m, (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9), (l0, l1, l2)
+
+
+@triton.jit
+def _products(msg, y, c, O3: tl.constexpr):
+    """C = c (msg Y + Y msg) for O(3), 2 Y msg for SO(3) (nine entries)."""
+    if O3:
+        p = matmul(*msg, *y)
+        q = matmul(*y, *msg)
+        out = (c * (p[0] + q[0]), c * (p[1] + q[1]), c * (p[2] + q[2]), c * (p[3] + q[3]), c * (p[4] + q[4]),
+               c * (p[5] + q[5]), c * (p[6] + q[6]), c * (p[7] + q[7]), c * (p[8] + q[8]))
+    else:
+        p = matmul(*y, *msg)
+        out = (2.0 * p[0], 2.0 * p[1], 2.0 * p[2], 2.0 * p[3], 2.0 * p[4], 2.0 * p[5], 2.0 * p[6], 2.0 * p[7],
+               2.0 * p[8])
+    return out
+
+
+@triton.jit
+def _transpose(x00, x01, x02, x10, x11, x12, x20, x21, x22):
+    return x00, x10, x20, x01, x11, x21, x02, x12, x22
+
+
+@triton.jit
+def _products_forward(m_ptr, t_ptr, loop_ptr, c_ptr, out_ptr, n_atoms, F,
+                      O3: tl.constexpr, BN: tl.constexpr, BF: tl.constexpr):
+    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
+    c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
+    m, t, _ = _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F)
+    C = _products(compose(*m), compose(*t), c, O3)
+    inv = 1.0 / (squared_norm(*C) + 1.0)
+    q = decompose(*C)
+    store_components(out_ptr, offsets, mask, F, q[0] * inv, q[1] * inv, q[2] * inv, q[3] * inv, q[4] * inv,
+                     q[5] * inv, q[6] * inv, q[7] * inv, q[8] * inv, q[9] * inv)
+
+
+@triton.jit
+def _products_backward(m_ptr, t_ptr, loop_ptr, c_ptr, grad_ptr, grad_m_ptr, grad_t_ptr, n_atoms, F,
+                       O3: tl.constexpr, BN: tl.constexpr, BF: tl.constexpr):
+    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
+    c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
+    m, t, loop = _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F)
+    msg = compose(*m)
+    y = compose(*t)
+    C = _products(msg, y, c, O3)
+    inv = 1.0 / (squared_norm(*C) + 1.0)
+    q = decompose(*C)
+    g = load_components(grad_ptr, offsets, mask, F)
+    # P = q * inv: through the normalisation and the decomposition to C.
+    g_inv = (g[0] * q[0] + g[1] * q[1] + g[2] * q[2] + g[3] * q[3] + g[4] * q[4] + g[5] * q[5] + g[6] * q[6]
+             + g[7] * q[7] + g[8] * q[8] + g[9] * q[9])
+    g_norm2 = -g_inv * inv * inv
+    gq = decompose_t(g[0] * inv, g[1] * inv, g[2] * inv, g[3] * inv, g[4] * inv, g[5] * inv, g[6] * inv,
+                     g[7] * inv, g[8] * inv, g[9] * inv)
+    gC = (gq[0] + 2.0 * g_norm2 * C[0], gq[1] + 2.0 * g_norm2 * C[1], gq[2] + 2.0 * g_norm2 * C[2],
+          gq[3] + 2.0 * g_norm2 * C[3], gq[4] + 2.0 * g_norm2 * C[4], gq[5] + 2.0 * g_norm2 * C[5],
+          gq[6] + 2.0 * g_norm2 * C[6], gq[7] + 2.0 * g_norm2 * C[7], gq[8] + 2.0 * g_norm2 * C[8])
+    # Through the products to msg and Y.
+    y_t = _transpose(*y)
+    msg_t = _transpose(*msg)
+    if O3:
+        a = matmul(*gC, *y_t)
+        b = matmul(*y_t, *gC)
+        g_msg = (c * (a[0] + b[0]), c * (a[1] + b[1]), c * (a[2] + b[2]), c * (a[3] + b[3]), c * (a[4] + b[4]),
+                 c * (a[5] + b[5]), c * (a[6] + b[6]), c * (a[7] + b[7]), c * (a[8] + b[8]))
+        a = matmul(*msg_t, *gC)
+        b = matmul(*gC, *msg_t)
+        g_y = (c * (a[0] + b[0]), c * (a[1] + b[1]), c * (a[2] + b[2]), c * (a[3] + b[3]), c * (a[4] + b[4]),
+               c * (a[5] + b[5]), c * (a[6] + b[6]), c * (a[7] + b[7]), c * (a[8] + b[8]))
+    else:
+        a = matmul(*y_t, *gC)
+        g_msg = (2.0 * a[0], 2.0 * a[1], 2.0 * a[2], 2.0 * a[3], 2.0 * a[4], 2.0 * a[5], 2.0 * a[6], 2.0 * a[7],
+                 2.0 * a[8])
+        a = matmul(*gC, *msg_t)
+        g_y = (2.0 * a[0], 2.0 * a[1], 2.0 * a[2], 2.0 * a[3], 2.0 * a[4], 2.0 * a[5], 2.0 * a[6], 2.0 * a[7],
+               2.0 * a[8])
+    gm = compose_t(*g_msg)
+    gt = compose_t(*g_y)
+    l0, l1, l2 = loop
+    store_components(grad_m_ptr, offsets, mask, F, *gm)
+    store_components(
+        grad_t_ptr, offsets, mask, F, gt[0] + l0 * gm[0], gt[1] + l1 * gm[1], gt[2] + l1 * gm[2],
+        gt[3] + l1 * gm[3], gt[4] + l2 * gm[4], gt[5] + l2 * gm[5], gt[6] + l2 * gm[6], gt[7] + l2 * gm[7],
+        gt[8] + l2 * gm[8], gt[9] + l2 * gm[9],
+    )
+
+
+@triton.jit
+def _residual_forward(x_ptr, d_ptr, c_ptr, out_ptr, n_atoms, F, BN: tl.constexpr, BF: tl.constexpr):
+    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
+    x_offsets = atoms[:, None] * (9 * F) + channels[None, :]
+    c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
+    d = compose(*load_components(d_ptr, offsets, mask, F))
+    x = load_matrix(x_ptr, x_offsets, mask, F)
+    dd = matmul(*d, *d)
+    store_matrix(out_ptr, x_offsets, mask, F, x[0] + d[0] + c * dd[0], x[1] + d[1] + c * dd[1],
+                 x[2] + d[2] + c * dd[2], x[3] + d[3] + c * dd[3], x[4] + d[4] + c * dd[4], x[5] + d[5] + c * dd[5],
+                 x[6] + d[6] + c * dd[6], x[7] + d[7] + c * dd[7], x[8] + d[8] + c * dd[8])
+
+
+@triton.jit
+def _residual_backward(d_ptr, c_ptr, grad_ptr, grad_d_ptr, n_atoms, F, BN: tl.constexpr, BF: tl.constexpr):
+    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
+    x_offsets = atoms[:, None] * (9 * F) + channels[None, :]
+    c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
+    d_t = _transpose(*compose(*load_components(d_ptr, offsets, mask, F)))
+    g = load_matrix(grad_ptr, x_offsets, mask, F)
+    a = matmul(*g, *d_t)
+    b = matmul(*d_t, *g)
+    gd = compose_t(g[0] + c * (a[0] + b[0]), g[1] + c * (a[1] + b[1]), g[2] + c * (a[2] + b[2]),
+                   g[3] + c * (a[3] + b[3]), g[4] + c * (a[4] + b[4]), g[5] + c * (a[5] + b[5]),
+                   g[6] + c * (a[6] + b[6]), g[7] + c * (a[7] + b[7]), g[8] + c * (a[8] + b[8]))
+    store_components(grad_d_ptr, offsets, mask, F, *gd)
+
+
+def _launch(n_atoms: int, F: int) -> tuple[tuple[int, int], dict]:
+    """Grid and block sizes of the per-atom kernels."""
+    block_atoms = _block_atoms()
+    return (triton.cdiv(n_atoms, block_atoms), triton.cdiv(F, BLOCK_CHANNELS)), {"BN": block_atoms, "BF": BLOCK_CHANNELS}
+
+
+class MessageProducts(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, messages, features, self_loop, charge_factor, o3):
+        n_atoms, _, F = messages.shape
+        out = torch.empty_like(messages)
+        grid, blocks = _launch(n_atoms, F)
+        _products_forward[grid](messages, features, self_loop, charge_factor, out, n_atoms, F, O3=o3, **blocks)
+        ctx.save_for_backward(messages, features, self_loop, charge_factor)
+        ctx.o3 = o3
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        messages, features, self_loop, charge_factor = ctx.saved_tensors
+        n_atoms, _, F = messages.shape
+        grad_messages, grad_features = torch.empty_like(messages), torch.empty_like(features)
+        grid, blocks = _launch(n_atoms, F)
+        _products_backward[grid](
+            messages, features, self_loop, charge_factor, grad.contiguous(), grad_messages, grad_features,
+            n_atoms, F, O3=ctx.o3, **blocks,
+        )
+        return grad_messages, grad_features, None, None, None
+
+
+class ResidualUpdate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, X, components, charge_factor):
+        n_atoms, _, F = components.shape
+        out = torch.empty_like(X)
+        grid, blocks = _launch(n_atoms, F)
+        _residual_forward[grid](X, components, charge_factor, out, n_atoms, F, **blocks)
+        ctx.save_for_backward(components, charge_factor)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        components, charge_factor = ctx.saved_tensors
+        n_atoms, _, F = components.shape
+        grad_components = torch.empty_like(components)
+        grid, blocks = _launch(n_atoms, F)
+        _residual_backward[grid](components, charge_factor, grad.contiguous(), grad_components, n_atoms, F, **blocks)
+        return grad, grad_components, None
+
+
+def message_products(messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str) -> Tensor:
+    """Normalised components [N, 10, F] of the O(3)/SO(3) product of messages and features.
+
+    ``messages``, ``features`` [N, 10, F] (I, A vector, S six), ``self_loop`` [3, F] the layer's
+    filter at distance 0, ``charge_factor`` [N], ``group`` "O(3)" or "SO(3)"; float32.
+    """
+    return MessageProducts.apply(
+        messages.contiguous(), features.contiguous(), self_loop.detach().contiguous(),
+        charge_factor.detach().contiguous(), group == "O(3)",
+    )
+
+
+def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
+    """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F]."""
+    return ResidualUpdate.apply(X.contiguous(), components.contiguous(), charge_factor.detach().contiguous())

@@ -1,0 +1,5 @@
+"""The Equivariant Transformer (TorchMD-ET): the pure-torch reference."""
+
+from .reference import EquivariantTransformer
+
+__all__ = ["EquivariantTransformer"]

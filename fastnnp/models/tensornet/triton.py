@@ -1,0 +1,139 @@
+"""TensorNet on Triton kernels: neighbour search and all per-edge work fused on the GPU.
+
+Same parameters (and state-dict keys) as the reference :class:`TensorNet`; the kernels read
+them directly. Neighbour search (:mod:`fastnnp.kernels.common.neighbor_search`) gives a padded table
+grouped by receiver; the embedding and interaction messages
+(:mod:`fastnnp.kernels.tensornet.embedding_messages`, :mod:`fastnnp.kernels.tensornet.interaction_messages`) run
+distance, radial basis, cutoff, radial MLP and aggregation in one kernel each, forward and
+backward, never storing anything per edge and channel. After each interaction's messages,
+the O(3)/SO(3) products, normalisation and residual update run as two fused per-atom kernels
+(:mod:`fastnnp.kernels.tensornet.interaction_update`) around the channel-mixing GEMMs, which act on the
+ten independent components instead of nine entries per part. The remaining atom-local steps
+(the embedding's tensor, each layer's input normalisation and linears, the readout) are the
+reference module's torch code. Parameters are constants: forces and stress, not training.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ...kernels.common.edge_math import ACTIVATION_CODES, RBF_CODES
+from ...kernels.tensornet.embedding_messages import DistanceProjection, embedding_messages
+from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_messages
+from ...kernels.tensornet.interaction_update import message_products, residual_update
+from ...kernels.common.neighbor_search import neighbor_table, table_vectors
+from ..common.activations import ShiftedSoftplus, Swish
+from ...kernels.common.interpreter import check_triton_device
+from ..common.radial import ExpNormalSmearing
+from .reference import Interaction, TensorEmbedding, TensorNet
+
+PRECISIONS = ("ieee", "tf32")
+# The I, A (vector) and S (six entries) parts of the [N, 10, F] per-atom component arrays.
+COMPONENTS = (slice(0, 1), slice(1, 4), slice(4, 10))
+
+
+def _activation_code(module: nn.Module) -> int:
+    names = {nn.SiLU: "silu", ShiftedSoftplus: "ssp", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+    name = names.get(type(module))
+    if isinstance(module, Swish) and module.beta == 1.0:
+        name = "silu"
+    if name is None:
+        raise ValueError(
+            f"activation {type(module).__name__} has no Triton kernel (have {', '.join(ACTIVATION_CODES)}); "
+            "use backend='torch'"
+        )
+    return ACTIVATION_CODES[name]
+
+
+def _basis(expansion: nn.Module) -> tuple[int, Tensor, Tensor, float]:
+    """(kernel code, p0 [R], p1 [R], alpha) of a radial basis module."""
+    if isinstance(expansion, ExpNormalSmearing):
+        return RBF_CODES["expnorm"], expansion.means.detach(), expansion.betas.detach(), expansion.alpha
+    offset = expansion.offset.detach()
+    return RBF_CODES["gauss"], offset, expansion.coeff.detach().expand_as(offset).contiguous(), 0.0
+
+
+def interaction_filter(layer: Interaction, expansion: nn.Module) -> RadialMLP:
+    """The kernel's view of an interaction layer's radial filter."""
+    first, second, third = layer.linears_scalar
+    return RadialMLP(
+        *_basis(expansion), layer.cutoff_lower, layer.cutoff_upper, _activation_code(layer.act),
+        first.weight.detach(), first.bias.detach(), second.weight.detach(), second.bias.detach(),
+        third.weight.detach(), third.bias.detach(),
+    )
+
+
+def embedding_filter(embedding: TensorEmbedding, expansion: nn.Module) -> DistanceProjection:
+    """The kernel's view of the embedding's three distance projections."""
+    projections = (embedding.distance_proj1, embedding.distance_proj2, embedding.distance_proj3)
+    return DistanceProjection(
+        *_basis(expansion), embedding.cutoff_lower, embedding.cutoff_upper,
+        torch.cat([p.weight.detach() for p in projections]).contiguous(),
+        torch.cat([p.bias.detach() for p in projections]).contiguous(),
+    )
+
+
+class TritonTensorNet(TensorNet):
+    """:class:`TensorNet` with its neighbour search and edge work on Triton kernels (float32).
+
+    ``precision`` is the kernels' matmul input precision: "ieee" (exact float32, default) or
+    "tf32" (opt-in; faster on NVIDIA GPUs; its error against float64 is not yet measured).
+    """
+
+    def __init__(self, *args, precision: str = "ieee", **kwargs):
+        super().__init__(*args, **kwargs)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.neighbor_capacity: Optional[int] = None
+        self.table_search = neighbor_table  # a fastnnp.neighbors.reuse cache may replace it
+        for layer in (self.tensor_embedding, *self.layers):
+            _activation_code(layer.act)
+
+    def forward(
+        self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
+    ) -> tuple[Tensor, None]:
+        if pos.dtype != torch.float32:
+            raise ValueError(f"backend='triton' runs float32 only, got {pos.dtype}; use backend='torch' for float64")
+        check_triton_device(pos.device)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError(
+                "backend='triton' treats the parameters as constants (energies, forces, stress); "
+                "freeze them with model.requires_grad_(False), or train with backend='torch'"
+            )
+        table = self.table_search(
+            pos.detach(), batch, self.cutoff_upper, self.cutoff_lower,
+            box=None if box is None else box.detach(), capacity=self.neighbor_capacity,
+        )
+        self.neighbor_capacity = table.neighbors.shape[1]
+        vec = table_vectors(table, pos, batch, box)
+        atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
+        charge_factor = 1 + 0.1 * atom_charge
+        X = self._embed(z, vec, table.neighbors, table.counts)
+        for layer in self.layers:
+            X, *parts = layer._mix(X)
+            features = layer._features(*parts)
+            self_loop = layer._distance_filter(self.distance_expansion, X.new_zeros(1))[0]
+            messages = interaction_messages(
+                vec, features, table.neighbors, table.counts, interaction_filter(layer, self.distance_expansion),
+                self.precision,
+            )
+            products = message_products(messages, features, self_loop, charge_factor, self.equivariance_invariance_group)
+            mixed = torch.cat([linear(products[:, part]) for linear, part in zip(layer.linears_tensor[3:], COMPONENTS)], 1)
+            X = residual_update(X, mixed, charge_factor)
+        return self._readout(X)[0], None
+
+    def _embed(self, z: Tensor, vec: Tensor, neighbors: Tensor, counts: Tensor) -> Tensor:
+        embedding = self.tensor_embedding
+        F = self.hidden_channels
+        atom_emb = embedding.emb(z)
+        z_recv = nn.functional.linear(atom_emb, embedding.emb2.weight[:, :F], embedding.emb2.bias)
+        z_send = nn.functional.linear(atom_emb, embedding.emb2.weight[:, F:])
+        messages = embedding_messages(
+            vec, z_recv, z_send, neighbors, counts, embedding_filter(embedding, self.distance_expansion), self.precision
+        )
+        self_loop = embedding._distance_filter(self.distance_expansion, z_recv.new_zeros(1))
+        scalar = messages[:, 0] + self_loop[:, 0] * (z_recv + z_send)
+        (X,) = embedding._to_tensor(scalar, messages[:, 1:4], messages[:, 4:])
+        return X
