@@ -12,7 +12,7 @@ from torch import nn
 from .checkpoint import CheckpointError, read_checkpoint
 from .ensemble import Ensemble
 from .models.factory import build_model, model_dtype
-from .kernels import check_triton_device
+from .models.registry import choose_backend
 
 PathLike = Union[str, os.PathLike]
 
@@ -42,9 +42,10 @@ def load_model(
         layout: TensorNet weight layout ``"auto"`` | ``"legacy"`` | ``"current"`` (see
             :func:`fastnnp.checkpoint.tensornet_layout`).
         trust_checkpoint: allow files that need arbitrary unpickling (runs code from them).
-        backend: ``"triton"`` runs TensorNet on fused Triton kernels (float32, on CUDA; on CPU
-            only under ``TRITON_INTERPRET=1``; parameters frozen), ``"torch"`` the pure-torch
-            reference, ``"auto"`` (default) Triton for float32 TensorNet on CUDA, else torch.
+        backend: ``"triton"`` runs the model on fused Triton kernels (float32, on CUDA; on CPU
+            only under ``TRITON_INTERPRET=1``; parameters frozen; TensorNet), ``"torch"`` the
+            pure-torch reference, ``"auto"`` (default) Triton on CUDA when it can serve the
+            checkpoint (:mod:`fastnnp.models.registry`), else torch.
         overrides: hyper-parameters to replace, as TorchMD-Net's ``load_model`` kwargs; e.g.
             ``remove_ref_energy=False`` turns a delta-learned model's disabled Atomref back on.
     """
@@ -90,7 +91,7 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     device = torch.device(device or "cpu")
-    backend = _choose_backend(backend, hparams, dtype or model_dtype(hparams), device)
+    backend = choose_backend(backend, hparams, dtype or model_dtype(hparams), device)
     model = build_model(hparams, list(checkpoint.state_dict), derivative, checkpoint.default_box, backend=backend)
     if delta_learning and overrides.get("remove_ref_energy") is False:
         _enable_atomref(model)
@@ -104,21 +105,6 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
     if dtype is not None:
         model = model.to(dtype)
     return model.to(device)
-
-
-def _choose_backend(backend: str, hparams: dict, dtype: torch.dtype, device: torch.device) -> str:
-    """Resolve ``backend`` ("auto" | "triton" | "torch"), refusing what Triton cannot run."""
-    if backend == "auto":
-        fits = hparams.get("model") == "tensornet" and dtype == torch.float32 and device.type == "cuda"
-        return "triton" if fits else "torch"
-    if backend == "triton":
-        if dtype != torch.float32:
-            raise ValueError(
-                f"backend='triton' runs float32 only; this model would run in {dtype}: pass dtype=torch.float32 "
-                "or use backend='torch'"
-            )
-        check_triton_device(device)
-    return backend
 
 
 def _enable_atomref(model: nn.Module) -> None:

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import importlib.util
 
+import torch
+
+from ..models import registry
+
 BACKENDS = (
     "fastnnp-triton", "fastnnp-triton-graph", "fastnnp-triton-compile", "fastnnp-torch",
     "torchmdnet", "torchmdnet-static-graph", "torchmdnet-static-compile", "torchmdnet-pure",
@@ -48,12 +52,7 @@ def unavailable(backend: str, device: str, dtype: str, hparams: dict, interpreti
     if backend in CUDA_ONLY and device != "cuda":
         return "needs CUDA"
     if backend in TRITON:
-        if device == "cpu" and not interpreting:
-            return "needs CUDA (runs on CPU only under TRITON_INTERPRET=1, slowly)"
-        if dtype != "float32":
-            return "Triton kernels run float32 only"
-        if hparams["model"] != "tensornet":
-            return f"Triton kernels are TensorNet's only, not {hparams['model']}'s"
+        return registry.unsupported(hparams["model"], "triton", hparams, getattr(torch, dtype), device, interpreting)
     if backend in TORCHMDNET and importlib.util.find_spec("torchmdnet") is None:
         return "torchmd-net is not installed (pip install 'fastnnp[torchmdnet]')"
     if backend == "torchmdnet-pure" and hparams["model"] != "tensornet":

@@ -2,15 +2,19 @@
 
 The interpreter runs kernels as Python, so it cannot see what only the GPU compiler rejects
 (type changes of loop-carried values, unsupported constructs) or a kernel that needs more
-shared memory than the device has. This compiles each kernel at TensorNet's production shape
-(F=128, 32 radial functions, the GPU tile) down to a cubin with Triton's bundled ptxas, for
-sm_90 (H100) by default, and prints the shared memory each program needs. Needs
-``TRITON_INTERPRET`` unset (it sets it to 0 itself when run as a module). Exits 1 when a
-kernel fails to compile or exceeds the shared-memory limit.
+shared memory than the device has. This compiles every kernel at production shape (F=128,
+32 radial functions, the GPU tile) down to a cubin with Triton's bundled ptxas, for sm_90
+(H100) by default, and prints the shared memory each program needs. Kernels are found by
+themselves: every module under :mod:`fastnnp.kernels` with a ``compile_cases`` function
+(:mod:`fastnnp.kernels.common.compile_case`). Needs ``TRITON_INTERPRET`` unset (it sets it
+to 0 itself when run as a module). Exits 1 when a kernel fails to compile or exceeds the
+shared-memory limit.
 """
 
 import argparse
+import importlib
 import os
+import pkgutil
 import sys
 
 os.environ["TRITON_INTERPRET"] = "0"
@@ -19,50 +23,35 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from .common import edge_math, neighbor_search  # noqa: E402
-from .tensornet import embedding_messages, interaction_messages, interaction_update  # noqa: E402
+import fastnnp.kernels  # noqa: E402
+from fastnnp.kernels.common.compile_case import CompileCase  # noqa: E402
 
 # Dynamic shared memory one program may use on the H100 (227 KiB).
 SHARED_LIMIT = 232448
-FLOAT_SCALARS = ("alpha", "lower", "upper")
-INT_POINTERS = ("nbr_ptr", "counts_ptr")
-NEIGHBOR_POINTERS = {
-    "atom_ptr": "*i32", "bin_ptr": "*i64", "shift_ptr": "*i32", "sys_ptr": "*i32", "nbins_ptr": "*i64",
-    "reach_ptr": "*i64", "base_ptr": "*i64", "bin_start_ptr": "*i64", "nbr_ptr": "*i32", "img_ptr": "*i32",
-    "count_ptr": "*i32",
-}
 
 
-def _signature(fn, constexprs: dict, pointer_types: dict) -> dict:
+def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
+    """The cases every kernel module under :mod:`fastnnp.kernels` declares, in module order."""
+    cases = []
+    for info in pkgutil.walk_packages(fastnnp.kernels.__path__, "fastnnp.kernels."):
+        if info.ispkg or info.name == "fastnnp.kernels.compile_check":
+            continue
+        module = importlib.import_module(info.name)
+        if hasattr(module, "compile_cases"):
+            cases += module.compile_cases(channels, num_rbf)
+    return cases
+
+
+def _signature(case: CompileCase) -> dict:
     signature = {}
-    for name in fn.arg_names:
-        if name in constexprs:
+    for name in case.fn.arg_names:
+        if name in case.constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
-            signature[name] = pointer_types.get(name, "*fp32")
+            signature[name] = case.pointers.get(name, "*fp32")
         else:
-            signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
+            signature[name] = "fp32" if name in case.floats else "i32"
     return signature
-
-
-def _cases(F: int, R: int) -> list:
-    rows, slots = edge_math.GPU_TILE
-    block = dict(BR=max(16, triton.next_power_of_2(R)), BF=triton.next_power_of_2(F), ROWS=rows, SLOTS=slots)
-    ints = {name: "*i32" for name in INT_POINTERS}
-    cases = []
-    for fn in (interaction_messages._forward_kernel, interaction_messages._backward_kernel):
-        meta = dict(RBF=0, ACT=0, HAS_LOWER=False, PRECISION="ieee", KC=interaction_messages.HIDDEN_CHUNK, **block)
-        cases.append((fn, meta, ints))
-    for fn in (embedding_messages._forward_kernel, embedding_messages._backward_kernel):
-        cases.append((fn, dict(RBF=0, HAS_LOWER=False, PRECISION="ieee", **block), ints))
-    atom_block = dict(BN=interaction_update.GPU_BLOCK_ATOMS, BF=interaction_update.BLOCK_CHANNELS)
-    for fn in (interaction_update._products_forward, interaction_update._products_backward):
-        cases.append((fn, dict(O3=True, **atom_block), {}))
-    for fn in (interaction_update._residual_forward, interaction_update._residual_backward):
-        cases.append((fn, atom_block, {}))
-    cases.append((neighbor_search._neighbor_kernel, dict(PERIODIC=True, BLOCK=neighbor_search._BLOCK),
-                  NEIGHBOR_POINTERS))
-    return cases
 
 
 def main(argv=None) -> int:
@@ -73,11 +62,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     target = GPUTarget("cuda", args.arch, 32)
     failed = False
-    for fn, constexprs, pointer_types in _cases(args.channels, args.num_rbf):
+    for case in compile_cases(args.channels, args.num_rbf):
+        fn = case.fn
         name = f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
         source = ASTSource(
-            fn=fn, signature=_signature(fn, constexprs, pointer_types),
-            constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
+            fn=fn, signature=_signature(case),
+            constexprs={(fn.arg_names.index(k),): v for k, v in case.constexprs.items()},
         )
         try:
             kernel = triton.compile(source, target=target)

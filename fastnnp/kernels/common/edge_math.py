@@ -11,21 +11,23 @@ import triton.language as tl
 
 from .interpreter import interpreting
 
-# Activation codes (tl.constexpr arguments of the kernels).
-SILU, SSP, TANH, SIGMOID = 0, 1, 2, 3
-ACTIVATION_CODES = {"silu": SILU, "ssp": SSP, "tanh": TANH, "sigmoid": SIGMOID}
-# Radial basis codes.
-EXPNORM, GAUSS = 0, 1
-RBF_CODES = {"expnorm": EXPNORM, "gauss": GAUSS}
 # Edge tiles are (receivers per program, slots per step). The CPU interpreter runs every
 # operation of every program in numpy, so it gets larger tiles (fewer, larger operations).
 GPU_TILE = (1, 16)
 INTERPRETER_TILE = (8, 32)
+# The edge kernels' float32 scalar arguments (radial basis alpha and the two cutoffs).
+FLOAT_SCALARS = ("alpha", "lower", "upper")
 
 
 def tile_shape() -> tuple[int, int]:
     """(ROWS, SLOTS) of the edge kernels' tiles on this platform."""
     return INTERPRETER_TILE if interpreting() else GPU_TILE
+
+
+def gpu_tile_constexprs(channels: int, num_rbf: int) -> dict:
+    """Tile and block constexprs of an edge kernel on the GPU, for the compile check."""
+    rows, slots = GPU_TILE
+    return dict(BR=max(16, triton.next_power_of_2(num_rbf)), BF=triton.next_power_of_2(channels), ROWS=rows, SLOTS=slots)
 
 
 @triton.jit
@@ -36,6 +38,8 @@ def softplus(x):
 
 @triton.jit
 def activation(x, ACT: tl.constexpr):
+    """The activation with code ``ACT`` (:mod:`~fastnnp.kernels.common.codes`: SILU 0, SSP 1,
+    TANH 2, SIGMOID 3)."""
     if ACT == 0:
         y = x * tl.sigmoid(x)
     elif ACT == 1:

@@ -51,6 +51,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ...neighbors.cell_list import _check_inputs
+from .compile_case import CompileCase
 
 # Senders tested per step of the kernel's inner loop.
 _BLOCK = 32
@@ -375,3 +376,13 @@ def _cap_bins(nb: Tensor, atoms: Tensor) -> Tensor:
 def _pad4(x: Tensor) -> Tensor:
     """[..., 3] -> contiguous [..., 4] with a zero 4th component (aligned vector loads)."""
     return torch.nn.functional.pad(x, (0, 1)).contiguous()
+
+
+def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
+    """The periodic search kernel (:mod:`fastnnp.kernels.compile_check`); shape-independent."""
+    pointers = {
+        "atom_ptr": "*i32", "bin_ptr": "*i64", "shift_ptr": "*i32", "sys_ptr": "*i32", "nbins_ptr": "*i64",
+        "reach_ptr": "*i64", "base_ptr": "*i64", "bin_start_ptr": "*i64", "nbr_ptr": "*i32", "img_ptr": "*i32",
+        "count_ptr": "*i32",
+    }
+    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, BLOCK=_BLOCK), pointers)]

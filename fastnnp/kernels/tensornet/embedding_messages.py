@@ -20,7 +20,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..common.edge_math import cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, tile_shape
+from ..common.compile_case import CompileCase
+from ..common.edge_math import (
+    FLOAT_SCALARS,
+    cosine_cutoff,
+    edge_tile,
+    program_rows,
+    radial_basis,
+    row_sum,
+    tile_shape,
+    gpu_tile_constexprs,
+)
 from .components import store_all_rows, zero_rows
 
 
@@ -227,3 +237,10 @@ def embedding_messages(
         vec.contiguous(), z_recv.detach().contiguous(), z_send.detach().contiguous(),
         neighbors.contiguous(), counts.contiguous(), projection, precision,
     )
+
+
+def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
+    """Forward and backward at production shape (:mod:`fastnnp.kernels.compile_check`)."""
+    meta = dict(RBF=0, HAS_LOWER=False, PRECISION="ieee", **gpu_tile_constexprs(channels, num_rbf))
+    table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
+    return [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]

@@ -24,7 +24,19 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..common.edge_math import activation, activation_grad, cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, tile_shape
+from ..common.compile_case import CompileCase
+from ..common.edge_math import (
+    FLOAT_SCALARS,
+    activation,
+    activation_grad,
+    cosine_cutoff,
+    edge_tile,
+    program_rows,
+    radial_basis,
+    row_sum,
+    tile_shape,
+    gpu_tile_constexprs,
+)
 from .components import store_all_rows, zero_rows
 
 
@@ -269,3 +281,10 @@ def interaction_messages(
     return InteractionMessages.apply(
         vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), mlp, precision
     )
+
+
+def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
+    """Forward and backward at production shape (:mod:`fastnnp.kernels.compile_check`)."""
+    meta = dict(RBF=0, ACT=0, HAS_LOWER=False, PRECISION="ieee", KC=HIDDEN_CHUNK, **gpu_tile_constexprs(channels, num_rbf))
+    table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
+    return [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..common.compile_case import CompileCase
 from ..common.interpreter import interpreting
 from .components import (
     compose,
@@ -244,3 +245,10 @@ def message_products(messages: Tensor, features: Tensor, self_loop: Tensor, char
 def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
     """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F]."""
     return ResidualUpdate.apply(X.contiguous(), components.contiguous(), charge_factor.detach().contiguous())
+
+
+def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
+    """The four kernels at the GPU block (:mod:`fastnnp.kernels.compile_check`)."""
+    block = dict(BN=GPU_BLOCK_ATOMS, BF=BLOCK_CHANNELS)
+    cases = [CompileCase(fn, dict(O3=True, **block)) for fn in (_products_forward, _products_backward)]
+    return cases + [CompileCase(fn, block) for fn in (_residual_forward, _residual_backward)]

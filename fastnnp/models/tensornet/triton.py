@@ -18,12 +18,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ...kernels.common.edge_math import ACTIVATION_CODES, RBF_CODES
+from ...kernels.common.codes import RBF_CODES
 from ...kernels.tensornet.embedding_messages import DistanceProjection, embedding_messages
 from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_messages
 from ...kernels.tensornet.interaction_update import message_products, residual_update
 from ...kernels.common.neighbor_search import neighbor_table, table_vectors
-from ..common.activations import ShiftedSoftplus, Swish
+from ..common.activations import kernel_code
 from ...kernels.common.interpreter import check_triton_device
 from ..common.radial import ExpNormalSmearing
 from .reference import Interaction, TensorEmbedding, TensorNet
@@ -31,19 +31,6 @@ from .reference import Interaction, TensorEmbedding, TensorNet
 PRECISIONS = ("ieee", "tf32")
 # The I, A (vector) and S (six entries) parts of the [N, 10, F] per-atom component arrays.
 COMPONENTS = (slice(0, 1), slice(1, 4), slice(4, 10))
-
-
-def _activation_code(module: nn.Module) -> int:
-    names = {nn.SiLU: "silu", ShiftedSoftplus: "ssp", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
-    name = names.get(type(module))
-    if isinstance(module, Swish) and module.beta == 1.0:
-        name = "silu"
-    if name is None:
-        raise ValueError(
-            f"activation {type(module).__name__} has no Triton kernel (have {', '.join(ACTIVATION_CODES)}); "
-            "use backend='torch'"
-        )
-    return ACTIVATION_CODES[name]
 
 
 def _basis(expansion: nn.Module) -> tuple[int, Tensor, Tensor, float]:
@@ -58,7 +45,7 @@ def interaction_filter(layer: Interaction, expansion: nn.Module) -> RadialMLP:
     """The kernel's view of an interaction layer's radial filter."""
     first, second, third = layer.linears_scalar
     return RadialMLP(
-        *_basis(expansion), layer.cutoff_lower, layer.cutoff_upper, _activation_code(layer.act),
+        *_basis(expansion), layer.cutoff_lower, layer.cutoff_upper, kernel_code(layer.act),
         first.weight.detach(), first.bias.detach(), second.weight.detach(), second.bias.detach(),
         third.weight.detach(), third.bias.detach(),
     )
@@ -89,7 +76,7 @@ class TritonTensorNet(TensorNet):
         self.neighbor_capacity: Optional[int] = None
         self.table_search = neighbor_table  # a fastnnp.neighbors.reuse cache may replace it
         for layer in (self.tensor_embedding, *self.layers):
-            _activation_code(layer.act)
+            kernel_code(layer.act)
 
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None

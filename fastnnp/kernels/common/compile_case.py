@@ -1,0 +1,19 @@
+"""How a kernel module declares what :mod:`fastnnp.kernels.compile_check` compiles.
+
+A kernel module defines ``compile_cases(channels, num_rbf) -> list[CompileCase]``: the
+specialisations it launches at production shape. The check finds every such module in
+:mod:`fastnnp.kernels` by itself, so a new kernel needs no edit anywhere else.
+"""
+
+from typing import Any, NamedTuple
+
+
+class CompileCase(NamedTuple):
+    """One specialisation of a ``@triton.jit`` function: its ``tl.constexpr`` values, the
+    pointer arguments that are not ``*fp32`` (name -> Triton type, e.g. ``"*i32"``) and the
+    scalar arguments that are ``fp32`` (the other scalars are ``i32``)."""
+
+    fn: Any
+    constexprs: dict[str, Any]
+    pointers: dict[str, str] = {}
+    floats: tuple[str, ...] = ()
