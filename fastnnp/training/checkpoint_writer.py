@@ -3,8 +3,8 @@
 A checkpoint is a dict of tensors and plain Python values only, so that it loads with
 ``torch.load(weights_only=True)``:
 
-- ``state_dict``: the model's tensors with the Lightning ``model.`` prefix, plus the neighbour-list
-  ``box`` buffers TorchMD-Net's modules hold (zeros, or ``box_vecs``), so that
+- ``state_dict``: the model's tensors in TorchMD-Net's format (:mod:`fastnnp.checkpoint.format`:
+  Lightning ``model.`` prefix, neighbour-list ``box`` buffers), so that
   ``torchmdnet.models.model.load_model`` loads it strictly;
 - ``hyper_parameters``: the full training config plus ``prior_args``, as ``torchmd-train`` stores them;
 - ``epoch``, ``global_step``: completed epochs - 1 (Lightning's count) and optimizer steps;
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-_PRIOR_BOX_KEYS = {"ZBL": "distance.box", "Coulomb": "distance.box", "D2": "distances.box"}
+from ..checkpoint.format import lightning_state_from_model, model_state_from_lightning
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -72,32 +73,15 @@ def prior_args(prior_model: Any) -> list[dict]:
     return args
 
 
-def prior_names(prior_model: Any) -> list[str]:
-    """The prior class names ``prior_model`` lists, in order."""
-    items = prior_model if isinstance(prior_model, list) else [prior_model] if prior_model else []
-    return [name for item in items for name in (item if isinstance(item, dict) else [item])]
-
-
 def lightning_state_dict(model: nn.Module, hparams: dict) -> dict[str, torch.Tensor]:
     """``model``'s state dict as TorchMD-Net's LNNP holds it: ``model.`` prefix and box buffers."""
-    state = {f"model.{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    dtype = model.std.dtype
-    box = hparams.get("box_vecs")
-    box = torch.zeros(3, 3, dtype=dtype) if box is None else torch.as_tensor(box, dtype=dtype)
-    state["model.representation_model.distance.box"] = box
-    for i, name in enumerate(prior_names(hparams.get("prior_model"))):
-        if name in _PRIOR_BOX_KEYS:
-            state[f"model.prior_model.{i}.{_PRIOR_BOX_KEYS[name]}"] = torch.zeros(3, 3, dtype=dtype)
-    return state
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return lightning_state_from_model(state, hparams)
 
 
 def model_state_from(checkpoint: dict) -> dict[str, torch.Tensor]:
     """The fastnnp model state dict of a checkpoint written by :func:`build_checkpoint` (no box buffers)."""
-    return {
-        k[len("model."):]: v
-        for k, v in checkpoint["state_dict"].items()
-        if not k.endswith(("distance.box", "distances.box"))
-    }
+    return model_state_from_lightning(checkpoint["state_dict"], checkpoint["hyper_parameters"], "current")
 
 
 def rng_state() -> dict[str, Any]:
