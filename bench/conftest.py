@@ -8,8 +8,6 @@ box on CPU).
 """
 
 import os
-import pathlib
-import sys
 
 import torch
 
@@ -25,9 +23,6 @@ from fastnnp.kernels import interpreting  # noqa: E402
 from fastnnp.kernels.common.neighbor_search import NeighborTable  # noqa: E402
 from fastnnp.neighbors import NeighborList, neighbor_list  # noqa: E402
 from fastnnp.systems import water_box  # noqa: E402
-
-# The kernels' torch references live beside their tests.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CUTOFF = 5.0

@@ -13,14 +13,15 @@ model's code for the same step, i.e. what ``backend="torch"`` runs:
   from the positions (the leaf in forward+backward) and build their edge vectors in the call.
 * ``message_products`` / ``residual_update``: vs the model's tensor arithmetic.
 
-Before the first timing of a kernel on a system, the float32 kernel is checked against the
-float64 reference arithmetic of ``tests/`` with its tolerances (forward and gradients), on
-at most ``CHECK_ROWS`` receivers (all of a small system; else the first and last few and a
-seeded random sample), so the check costs the same at every size. Gradients for edge vectors
-are compared as 3-vectors (the tolerances applied to the length of the error and of the
-reference vector): a near-zero Cartesian component of a long gradient vector is an artefact
-of the frame, and at F=128 its float32 rounding can exceed the componentwise tolerance. A wrong
-kernel fails both rows of its groups. On CUDA every timed call ends with a synchronisation.
+Before the first timing of a kernel on a system, the float32 kernel is checked against its
+torch reference (:mod:`fastnnp.kernels.tensornet.reference`) in float64 with the tests'
+tolerances (forward and gradients), on at most ``CHECK_ROWS`` receivers (all of a small
+system; else the first and last few and a seeded random sample), so the check costs the same
+at every size. Gradients for edge vectors are compared as 3-vectors (the tolerances applied to
+the length of the error and of the reference vector): a near-zero Cartesian component of a
+long gradient vector is an artefact of the frame, and at F=128 its float32 rounding can exceed
+the componentwise tolerance. A wrong kernel fails both rows of its groups. On CUDA every timed
+call ends with a synchronisation.
 
 TensorNet: F=128, 32 expnorm rbf, cutoff 5 Å, SiLU, O(3), random weights (seeded).
 """
@@ -33,11 +34,11 @@ import pytest
 import torch
 from torch import Tensor
 
+from fastnnp.kernels.tensornet import reference as kernel_reference
 from fastnnp.kernels.tensornet.embedding_messages import embedding_messages
 from fastnnp.kernels.tensornet.interaction_messages import interaction_messages
 from fastnnp.kernels.tensornet.interaction_update import message_products, residual_update
 from fastnnp.kernels.common.neighbor_search import NeighborTable, neighbor_table, table_vectors
-from fastnnp.models.tensornet.cartesian import channel_matmul
 from fastnnp.models.tensornet.pair_messages import (
     HalfList,
     add_checkpointed_segments,
@@ -48,8 +49,6 @@ from fastnnp.models.tensornet.pair_messages import (
 from fastnnp.models.tensornet.reference import CACHE_CHUNK, TensorNet
 from fastnnp.models.tensornet.triton import embedding_filter, interaction_filter
 from fastnnp.neighbors import NeighborList, neighbor_list
-from test_kernel_interaction_update import _reference_products, _tensor
-from test_kernel_messages import _reference_embedding, _reference_interaction
 
 if TYPE_CHECKING:
     from conftest import System
@@ -111,14 +110,6 @@ def _upstream(like: Tensor, rows: Tensor) -> Tensor:
     return grad
 
 
-def _edge_ids(table: NeighborTable, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(receiver, slot, sender) of the table's valid slots in ``rows``."""
-    valid = torch.arange(table.neighbors.shape[1], device=rows.device) < table.counts[rows, None].long()
-    index, slot = valid.nonzero(as_tuple=True)
-    receiver = rows[index]
-    return receiver, slot, table.neighbors[receiver, slot].long()
-
-
 def _assert_vectors_close(got: Tensor, expected: Tensor) -> None:
     """[..., 3] gradient vectors: ``TOL`` on the length of the error and of the reference."""
     bound = TOL["atol"] + TOL["rtol"] * expected.norm(dim=-1)
@@ -136,9 +127,7 @@ def _pairs(system: "System", pos: Tensor, box: Tensor) -> HalfList:
 def _embedding_case(system: "System", model: TensorNet) -> Case:
     table, F = system.table, HIDDEN
     embedding = model.tensor_embedding
-    atom_emb = embedding.emb(system.z)
-    z_recv = torch.nn.functional.linear(atom_emb, embedding.emb2.weight[:, :F], embedding.emb2.bias)
-    z_send = torch.nn.functional.linear(atom_emb, embedding.emb2.weight[:, F:])
+    z_recv, z_send = embedding.atom_terms(system.z)
     projection = embedding_filter(embedding, model.distance_expansion)
 
     def kernel(pos, box, z_recv, z_send):
@@ -151,7 +140,7 @@ def _embedding_case(system: "System", model: TensorNet) -> Case:
         n = pos.shape[0]
 
         def messages(*args):
-            return net.tensor_embedding._pair_messages(net.distance_expansion, *args)
+            return net.tensor_embedding.pair_messages(net.distance_expansion, *args)
 
         initial = (z_recv.new_zeros(n, F), z_recv.new_zeros(n, 3, F), z_recv.new_zeros(n, 6, F))
         scalar, vector, outer = sum_pair_messages(
@@ -167,7 +156,10 @@ def _embedding_case(system: "System", model: TensorNet) -> Case:
         vec = table_vectors(table, system.pos, system.batch, system.box)
         vec32, vec64 = vec.clone().requires_grad_(), vec.double().requires_grad_()
         out = embedding_messages(vec32, z_recv, z_send, table.neighbors, table.counts, projection)
-        ref = _reference_embedding(net64, vec64, z_recv.double(), z_send.double(), _edge_ids(table, rows))
+        edges = kernel_reference.table_edges(table.neighbors, table.counts, rows)
+        ref = kernel_reference.embedding_messages(
+            net64.tensor_embedding, net64.distance_expansion, vec64, z_recv.double(), z_send.double(), edges
+        )
         torch.testing.assert_close(out[rows].double(), ref[rows], **TOL)
         grad = _upstream(ref, rows)
         (g_vec,), (r_vec,) = torch.autograd.grad(out, vec32, grad.float()), torch.autograd.grad(ref, vec64, grad)
@@ -192,7 +184,7 @@ def _interaction_case(system: "System", model: TensorNet) -> Case:
         layer, pairs = net.layers[0], _pairs(system, pos, box)
 
         def messages(first, second, distance, features):
-            return layer._filtered_messages(net.distance_expansion, first, second, distance, features)
+            return layer.filtered_messages(net.distance_expansion, first, second, distance, features)
 
         segment = recompute_segment(pairs.first.shape[0], 12 * F)
         if segment is None:
@@ -210,7 +202,8 @@ def _interaction_case(system: "System", model: TensorNet) -> Case:
         vec32, vec64 = vec.clone().requires_grad_(), vec.double().requires_grad_()
         feat32, feat64 = features.clone().requires_grad_(), features.double().requires_grad_()
         out = interaction_messages(vec32, feat32, table.neighbors, table.counts, mlp)
-        ref = _reference_interaction(net64, vec64, feat64, _edge_ids(table, rows))
+        edges = kernel_reference.table_edges(table.neighbors, table.counts, rows)
+        ref = kernel_reference.interaction_messages(net64.layers[0], net64.distance_expansion, vec64, feat64, edges)
         torch.testing.assert_close(out[rows].double(), ref[rows], **TOL)
         grad = _upstream(ref, rows)
         g_vec, g_feat = torch.autograd.grad(out, (vec32, feat32), grad.float())
@@ -241,14 +234,14 @@ def _per_atom_check(kernel: Callable[..., Tensor], reference: Callable[..., Tens
         got = torch.autograd.grad(out, [x32[k] for k in leaves], full)
         expected = torch.autograd.grad(ref, [x64[k] for k in leaves], grad)
         for name, g, e in zip(leaves, got, expected):
-            torch.testing.assert_close(g[rows].double(), e, **TOL, msg=lambda m: f"gradient for {name}: {m}")
+            torch.testing.assert_close(g[rows].double(), e, **TOL, msg=lambda m, name=name: f"gradient for {name}: {m}")
 
     return check
 
 
 def _products_case(system: "System", model: TensorNet) -> Case:
     n, device = system.pos.shape[0], system.pos.device
-    self_loop = model.layers[0]._distance_filter(model.distance_expansion, system.pos.new_zeros(1))[0]
+    self_loop = model.layers[0].distance_filter(model.distance_expansion, system.pos.new_zeros(1))[0]
     inputs = dict(
         messages=torch.randn(n, 10, HIDDEN, device=device), features=torch.randn(n, 10, HIDDEN, device=device),
         self_loop=self_loop, charge=1 + 0.1 * torch.randn(n, device=device),
@@ -258,8 +251,8 @@ def _products_case(system: "System", model: TensorNet) -> Case:
         return message_products(messages, features, self_loop, charge, "O(3)")
 
     def reference(net, messages, features, self_loop, charge):
-        """Interaction._update up to the channel-mixing linears, as components."""
-        return _reference_products(messages, features, self_loop, charge, "O(3)")
+        """Interaction.products (up to the channel-mixing linears), as components."""
+        return kernel_reference.message_products(messages, features, self_loop, charge, "O(3)")
 
     leaves = ("messages", "features")
     check = _per_atom_check(kernel, reference, inputs, leaves, ("messages", "features", "charge"))
@@ -277,9 +270,8 @@ def _residual_case(system: "System", model: TensorNet) -> Case:
         return residual_update(X, components, charge)
 
     def reference(net, X, components, charge):
-        """Interaction._update's residual: X + dX + c dX dX."""
-        dX = _tensor(components)
-        return X + dX + charge[:, None, None, None] * channel_matmul(dX, dX)
+        """Interaction.residual: X + dX + c dX dX."""
+        return kernel_reference.residual_update(X, components, charge)
 
     leaves = ("X", "components")
     check = _per_atom_check(kernel, reference, inputs, leaves, ("X", "components", "charge"))

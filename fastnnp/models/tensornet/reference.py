@@ -6,6 +6,29 @@ unordered pair (:mod:`fastnnp.models.tensornet.pair_messages`, :mod:`fastnnp.mod
 cache-sized chunks, never as E x F x 9 tensors; when even the E x F values autograd keeps would
 exceed ``memory_budget`` bytes, chunks are recomputed in backward, so memory stays O(N·F).
 Self loops (distance 0, direction 0) are handled per atom.
+
+The steps below are the public contract shared with the Triton path
+(:class:`~fastnnp.models.tensornet.triton.TritonTensorNet`) and the kernels' float64
+references (:mod:`fastnnp.kernels.tensornet.reference`); "kernel" names what Triton runs
+instead, everything else runs as this torch code on both paths:
+
+* ``TensorEmbedding.atom_terms``: atom types -> (z_recv, z_send).
+* ``TensorEmbedding.distance_filter``: the radial weights; at distance 0 the self loop's (both
+  paths); per pair fused into the kernel ``embedding_messages``, as is ``pair_messages``
+  with its half-list sum.
+* ``TensorEmbedding.to_tensor``: the summed messages -> the initial X.
+* ``Interaction.mix``, ``Interaction.features``: normalised X, its mixed parts and their
+  [N, 10, F] components (I, A as vector, S as six entries), the messages' input.
+* ``Interaction.distance_filter``: the radial MLP; at distance 0 the self loop (both paths);
+  per pair fused into the kernel ``interaction_messages``, as is ``filtered_messages``.
+* ``Interaction.products``: kernel ``message_products``. Here the normalised products are
+  returned as 3x3 parts (I, A, S) and Y is the composed mixed parts; the kernel returns the same
+  values as [N, 10, F] components and composes Y from the features itself.
+* ``Interaction.channel_mix``: the three linears, on the 3x3 parts here and on the components'
+  I, A, S slices on Triton.
+* ``compose`` of the mixed parts, then ``Interaction.residual``: kernel ``residual_update``,
+  which takes the mixed components.
+* ``TensorNet.readout``: the final X -> invariant features.
 """
 
 from typing import Optional
@@ -65,17 +88,26 @@ class TensorEmbedding(nn.Module):
         )
         self.init_norm = nn.LayerNorm(F, dtype=dtype)
 
-    def _distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
+    def atom_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Atom types [N] -> (z_recv, z_send) [N, F]: the receiver's and the sender's halves of
+        ``emb2`` on the type embedding (the bias goes with the receiver)."""
+        F = self.hidden_channels
+        atom_emb = self.emb(z)
+        z_recv = nn.functional.linear(atom_emb, self.emb2.weight[:, :F], self.emb2.bias)
+        z_send = nn.functional.linear(atom_emb, self.emb2.weight[:, F:])
+        return z_recv, z_send
+
+    def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the I, A, S radial weights times the cosine cutoff."""
         weight = torch.cat([self.distance_proj1.weight, self.distance_proj2.weight, self.distance_proj3.weight])
         bias = torch.cat([self.distance_proj1.bias, self.distance_proj2.bias, self.distance_proj3.bias])
         proj = nn.functional.linear(rbf_fn(distance), weight, bias).view(-1, 3, self.hidden_channels)
         return proj * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None, None]
 
-    def _pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send):
+    def pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send):
         """Messages of one chunk of pairs, to ``first`` then to ``second``: I [P, F],
         A as vector [P, 3, F] and the six entries of the direction outer product [P, 6, F]."""
-        radial = self._distance_filter(rbf_fn, distance)
+        radial = self.distance_filter(rbf_fn, distance)
         unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
         outer = outer_six(unit)[:, :, None]
         messages = []
@@ -86,16 +118,14 @@ class TensorEmbedding(nn.Module):
 
     def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
-        atom_emb = self.emb(z)
-        z_recv = nn.functional.linear(atom_emb, self.emb2.weight[:, :F], self.emb2.bias)
-        z_send = nn.functional.linear(atom_emb, self.emb2.weight[:, F:])
-        self_loop = self._distance_filter(rbf_fn, z_recv.new_zeros(1))
+        z_recv, z_send = self.atom_terms(z)
+        self_loop = self.distance_filter(rbf_fn, z_recv.new_zeros(1))
         scalar = self_loop[:, 0] * (z_recv + z_send)
         vector = z_recv.new_zeros(len(z), 3, F)
         outer = z_recv.new_zeros(len(z), 6, F)
 
         def messages(*args):
-            return self._pair_messages(rbf_fn, *args)
+            return self.pair_messages(rbf_fn, *args)
 
         scalar, vector, outer = sum_pair_messages(
             messages, pairs, (pairs.vec, pairs.distance), (z_recv, z_send), (scalar, vector, outer),
@@ -103,11 +133,12 @@ class TensorEmbedding(nn.Module):
             # Radial weights and pair factors kept for backward: about 16 F values per pair.
             segment_size=recompute_segment(pairs.first.shape[0], 16 * F, memory_budget),
         )
-        (X,) = map_atoms(self._to_tensor, (scalar, vector, outer), recompute)
+        (X,) = map_atoms(self.to_tensor, (scalar, vector, outer), recompute)
         return X
 
-    def _to_tensor(self, scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor]:
-        """Atom-local: summed messages -> the initial tensor X [n, 3, 3, F]."""
+    def to_tensor(self, scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor]:
+        """Atom-local: summed messages I [n, F], A as vector [n, 3, F], outer-product entries
+        [n, 6, F] -> the initial tensor X [n, 3, 3, F]."""
         F = self.hidden_channels
         sym = decompose(six_to_symmetric(outer))[2]
         antisym = skew(vector)
@@ -119,6 +150,11 @@ class TensorEmbedding(nn.Module):
         antisym = self.linears_tensor[1](antisym) * norm[:, 1, None, None, :]
         sym = self.linears_tensor[2](sym) * norm[:, 2, None, None, :]
         return (compose(scalar, antisym, sym),)
+
+
+def features_to_tensor(features: Tensor) -> Tensor:
+    """Inverse of :meth:`Interaction.features`: components [n, 10, F] -> tensors [n, 3, 3, F]."""
+    return compose(features[:, 0], skew(features[:, 1:4]), six_to_symmetric(features[:, 4:]))
 
 
 class Interaction(nn.Module):
@@ -136,7 +172,7 @@ class Interaction(nn.Module):
         self.linears_tensor = nn.ModuleList(nn.Linear(F, F, bias=False, dtype=dtype) for _ in range(6))
         self.act = activation()
 
-    def _distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
+    def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the radial MLP times the cosine cutoff."""
         factors = rbf_fn(distance)
         for linear in self.linears_scalar:
@@ -144,52 +180,74 @@ class Interaction(nn.Module):
         factors = factors * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None]
         return factors.view(-1, 3, self.hidden_channels)
 
-    def _filtered_messages(self, rbf_fn, first, second, distance, features) -> tuple[Tensor]:
-        """Neighbour features [N, 10, F] spread over pairs with this layer's radial filter."""
-        filters = self._distance_filter(rbf_fn, distance)
+    def filtered_messages(self, rbf_fn, first, second, distance, features) -> tuple[Tensor]:
+        """Neighbour features [N, 10, F] spread over the pairs ``first``, ``second`` [P] (both
+        directions) with this layer's radial filter at ``distance`` [P]."""
+        filters = self.distance_filter(rbf_fn, distance)
         return (spread(filters, features, first, second, COMPONENT_GROUP.to(features.device)),)
 
-    def _mix(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Atom-local: normalised X and its mixed components I [n, F], A, S [n, 3, 3, F]."""
+    def mix(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Atom-local: normalised X [n, 3, 3, F] and its mixed parts I [n, F], A, S [n, 3, 3, F]."""
         X = X / (squared_norm(X) + 1)[:, None, None, :]
         scalar, antisym, sym = decompose(X)
         return X, self.linears_tensor[0](scalar), self.linears_tensor[1](antisym), self.linears_tensor[2](sym)
 
     @staticmethod
-    def _features(scalar: Tensor, antisym: Tensor, sym: Tensor) -> Tensor:
-        """Message features [n, 10, F]: I, A as vector, S as six entries."""
+    def features(scalar: Tensor, antisym: Tensor, sym: Tensor) -> Tensor:
+        """Parts I [n, F], A, S [n, 3, 3, F] -> components [n, 10, F]: I, A as vector, S as six entries."""
         return torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
 
-    def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Atom-local: normalised X, Y = its mixed components, and the message features."""
-        X, scalar, antisym, sym = self._mix(X)
-        return X, compose(scalar, antisym, sym), self._features(scalar, antisym, sym)
+    @staticmethod
+    def products(
+        messages: Tensor, features: Tensor, Y: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Atom-local: the normalised parts I [n, F], A, S [n, 3, 3, F] of the O(3)/SO(3)
+        product of the summed messages (plus the self loop's) and the features.
 
-    def _update(self, X, Y, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
-        """Atom-local: the new X from the old, Y and the summed messages (plus the self loop's)."""
-        messages = messages + self_loop[COMPONENT_GROUP.to(X.device)] * features
-        msg = compose(messages[:, 0], skew(messages[:, 1:4]), six_to_symmetric(messages[:, 4:]))
-        if self.group == "O(3)":
+        ``messages``, ``features`` [n, 10, F]; ``Y`` [n, 3, 3, F] the features as tensors (the
+        composed parts of :meth:`mix`); ``self_loop`` [3, F] the filter at distance 0;
+        ``charge_factor`` [n, 1, 1, 1]; ``group`` "O(3)" or "SO(3)".
+        """
+        messages = messages + self_loop[COMPONENT_GROUP.to(features.device)] * features
+        msg = features_to_tensor(messages)
+        if group == "O(3)":
             C = charge_factor * (channel_matmul(msg, Y) + channel_matmul(Y, msg))
         else:
             C = 2 * channel_matmul(Y, msg)
         scalar, antisym, sym = decompose(C)
         normp1 = squared_norm(C) + 1
-        scalar = self.linears_tensor[3](scalar / normp1)
-        antisym = self.linears_tensor[4](antisym / normp1[:, None, None, :])
-        sym = self.linears_tensor[5](sym / normp1[:, None, None, :])
-        dX = compose(scalar, antisym, sym)
-        return (X + dX + charge_factor * channel_matmul(dX, dX),)
+        return scalar / normp1, antisym / normp1[:, None, None, :], sym / normp1[:, None, None, :]
+
+    def channel_mix(self, scalar: Tensor, antisym: Tensor, sym: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The three bias-free channel-mixing linears on the I, A, S parts of a product, in any
+        layout with channels last (3x3 parts here, [n, 1 | 3 | 6, F] components on Triton)."""
+        return self.linears_tensor[3](scalar), self.linears_tensor[4](antisym), self.linears_tensor[5](sym)
+
+    @staticmethod
+    def residual(X: Tensor, dX: Tensor, charge_factor: Tensor) -> Tensor:
+        """Atom-local: the new X + dX + c dX dX [n, 3, 3, F]; ``charge_factor`` c [n, 1, 1, 1]."""
+        return X + dX + charge_factor * channel_matmul(dX, dX)
+
+    def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Atom-local: normalised X, Y = its mixed parts as tensors, and the message features."""
+        X, scalar, antisym, sym = self.mix(X)
+        return X, compose(scalar, antisym, sym), self.features(scalar, antisym, sym)
+
+    def _update(self, X, Y, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
+        """Atom-local: the new X from the old, Y, the features and the summed messages."""
+        parts = self.products(messages, features, Y, self_loop, charge_factor, self.group)
+        dX = compose(*self.channel_mix(*parts))
+        return (self.residual(X, dX, charge_factor),)
 
     def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
         X, Y, features = map_atoms(self._prepare, (X,), recompute)
-        self_loop = self._distance_filter(rbf_fn, X.new_zeros(1))[0]
+        self_loop = self.distance_filter(rbf_fn, X.new_zeros(1))[0]
         # Radial MLP activations kept for backward: about 12 F values per pair.
         segment_size = recompute_segment(pairs.first.shape[0], 12 * F, memory_budget)
 
         def filtered_messages(first, second, distance, features):
-            return self._filtered_messages(rbf_fn, first, second, distance, features)
+            return self.filtered_messages(rbf_fn, first, second, distance, features)
 
         if segment_size is None:
             (messages,) = filtered_messages(pairs.first, pairs.second, pairs.distance, features)
@@ -267,11 +325,11 @@ class TensorNet(nn.Module):
         X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget, recompute)
         for layer in self.layers:
             X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget, recompute)
-        (x,) = map_atoms(self._readout, (X,), recompute)
+        (x,) = map_atoms(self.readout, (X,), recompute)
         return x, None
 
-    def _readout(self, X: Tensor) -> tuple[Tensor]:
-        """Atom-local: invariant features [n, F] from the final tensors."""
+    def readout(self, X: Tensor) -> tuple[Tensor]:
+        """Atom-local: invariant features [n, F] from the final tensors X [n, 3, 3, F]."""
         scalar, antisym, sym = decompose(X)
         features = torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
         return (self.act(self.linear(self.out_norm(features))),)

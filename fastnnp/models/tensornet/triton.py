@@ -99,28 +99,25 @@ class TritonTensorNet(TensorNet):
         charge_factor = 1 + 0.1 * atom_charge
         X = self._embed(z, vec, table.neighbors, table.counts)
         for layer in self.layers:
-            X, *parts = layer._mix(X)
-            features = layer._features(*parts)
-            self_loop = layer._distance_filter(self.distance_expansion, X.new_zeros(1))[0]
+            X, *parts = layer.mix(X)
+            features = layer.features(*parts)
+            self_loop = layer.distance_filter(self.distance_expansion, X.new_zeros(1))[0]
             messages = interaction_messages(
                 vec, features, table.neighbors, table.counts, interaction_filter(layer, self.distance_expansion),
                 self.precision,
             )
             products = message_products(messages, features, self_loop, charge_factor, self.equivariance_invariance_group)
-            mixed = torch.cat([linear(products[:, part]) for linear, part in zip(layer.linears_tensor[3:], COMPONENTS)], 1)
+            mixed = torch.cat(layer.channel_mix(*(products[:, part] for part in COMPONENTS)), 1)
             X = residual_update(X, mixed, charge_factor)
-        return self._readout(X)[0], None
+        return self.readout(X)[0], None
 
     def _embed(self, z: Tensor, vec: Tensor, neighbors: Tensor, counts: Tensor) -> Tensor:
         embedding = self.tensor_embedding
-        F = self.hidden_channels
-        atom_emb = embedding.emb(z)
-        z_recv = nn.functional.linear(atom_emb, embedding.emb2.weight[:, :F], embedding.emb2.bias)
-        z_send = nn.functional.linear(atom_emb, embedding.emb2.weight[:, F:])
+        z_recv, z_send = embedding.atom_terms(z)
         messages = embedding_messages(
             vec, z_recv, z_send, neighbors, counts, embedding_filter(embedding, self.distance_expansion), self.precision
         )
-        self_loop = embedding._distance_filter(self.distance_expansion, z_recv.new_zeros(1))
+        self_loop = embedding.distance_filter(self.distance_expansion, z_recv.new_zeros(1))
         scalar = messages[:, 0] + self_loop[:, 0] * (z_recv + z_send)
-        (X,) = embedding._to_tensor(scalar, messages[:, 1:4], messages[:, 4:])
+        (X,) = embedding.to_tensor(scalar, messages[:, 1:4], messages[:, 4:])
         return X

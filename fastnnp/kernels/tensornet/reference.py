@@ -1,0 +1,75 @@
+"""Torch references of TensorNet's kernels, for checking them in float64 (tests, benchmarks).
+
+Each function takes the kernel's inputs (a neighbour table's edges as ``(receiver, slot,
+sender)`` from :func:`table_edges`, the reference model's modules instead of the kernels'
+weight tuples) and computes the kernel's output with the pure-torch model's public steps
+(:mod:`fastnnp.models.tensornet.reference`), differentiably, in the inputs' dtype:
+
+* :func:`embedding_messages` - ``TensorEmbedding.pair_messages`` summed over the edges;
+* :func:`interaction_messages` - ``Interaction.distance_filter`` times the senders' features;
+* :func:`message_products` - ``Interaction.products`` as [N, 10, F] components;
+* :func:`residual_update` - ``Interaction.residual`` of the components' tensors.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ...models.tensornet.reference import COMPONENT_GROUP, Interaction, TensorEmbedding, features_to_tensor
+
+Edges = tuple[Tensor, Tensor, Tensor]
+
+
+def table_edges(neighbors: Tensor, counts: Tensor, rows: Optional[Tensor] = None) -> Edges:
+    """(receiver, slot, sender) [E] of the valid slots of a neighbour table (``neighbors``
+    [N, K], ``counts`` [N]) in the receivers ``rows`` (sorted; all rows when None)."""
+    if rows is None:
+        rows = torch.arange(neighbors.shape[0], device=neighbors.device)
+    valid = torch.arange(neighbors.shape[1], device=rows.device) < counts[rows, None].long()
+    index, slot = valid.nonzero(as_tuple=True)
+    receiver = rows[index]
+    return receiver, slot, neighbors[receiver, slot].long()
+
+
+def embedding_messages(
+    embedding: TensorEmbedding, expansion: nn.Module, vec: Tensor, z_recv: Tensor, z_send: Tensor, edges: Edges
+) -> Tensor:
+    """Summed embedding messages [N, 10, F] (I, A vector, S six) to the receivers of ``edges``.
+
+    ``vec`` [N, K, 3] the table's edge vectors, ``z_recv``/``z_send`` [N, F] the atom-type
+    terms (``TensorEmbedding.atom_terms``), ``expansion`` the model's radial basis.
+    """
+    receiver, slot, sender = edges
+    v = vec[receiver, slot]
+    scalar, vector, outer = embedding.pair_messages(expansion, receiver, sender, v, v.norm(dim=-1), z_recv, z_send)[:3]
+    messages = torch.cat((scalar[:, None], vector, outer), 1)
+    return z_recv.new_zeros(z_recv.shape[0], 10, z_recv.shape[1]).index_add(0, receiver, messages)
+
+
+def interaction_messages(
+    layer: Interaction, expansion: nn.Module, vec: Tensor, features: Tensor, edges: Edges
+) -> Tensor:
+    """Filtered neighbour sums [N, 10, F] of ``features`` [N, 10, F] to the receivers of
+    ``edges``, with ``vec`` [N, K, 3] the table's edge vectors."""
+    receiver, slot, sender = edges
+    filters = layer.distance_filter(expansion, vec[receiver, slot].norm(dim=-1))
+    group = COMPONENT_GROUP.to(features.device)
+    return torch.zeros_like(features).index_add(0, receiver, filters[:, group] * features[sender])
+
+
+def message_products(
+    messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str
+) -> Tensor:
+    """Normalised components [N, 10, F] of the O(3)/SO(3) product; arguments as the kernel's
+    (``self_loop`` [3, F], ``charge_factor`` [N])."""
+    parts = Interaction.products(
+        messages, features, features_to_tensor(features), self_loop, charge_factor[:, None, None, None], group
+    )
+    return Interaction.features(*parts)
+
+
+def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
+    """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F] and c
+    ``charge_factor`` [N]."""
+    return Interaction.residual(X, features_to_tensor(components), charge_factor[:, None, None, None])
