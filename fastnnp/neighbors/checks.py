@@ -42,6 +42,27 @@ def check_search_inputs(
         ValueError: bad shapes or dtypes, negative system indices, bad cutoffs, non-finite
             positions or box, pbc without a box, singular box (:func:`singular_cells`).
     """
+    pos, batch = _positions_and_batch(pos, batch)
+    cu, cl = _cutoffs(cutoff_upper, cutoff_lower)
+    if pos.shape[0] > 0 and not bool(torch.isfinite(pos.detach()).all()):
+        raise ValueError("pos contains non-finite values")
+
+    if pbc is not None:
+        pbc_list = [bool(p) for p in pbc]
+        if len(pbc_list) != 3:
+            raise ValueError(f"pbc must have 3 entries (one per lattice vector), got {len(pbc_list)}")
+    else:
+        pbc_list = [box is not None] * 3
+
+    if box is None:
+        if any(pbc_list):
+            raise ValueError(f"pbc={pbc_list} requires a box")
+        return pos, batch, None, pbc_list, cu, cl
+    n_sys = int(batch.max()) + 1 if pos.shape[0] > 0 else 0
+    return pos, batch, _checked_box(box, n_sys, pos.device), pbc_list, cu, cl
+
+
+def _positions_and_batch(pos: Tensor, batch: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
         raise ValueError(f"pos must be a tensor of shape [N, 3], got {_shape(pos)}")
     if not pos.is_floating_point():
@@ -56,32 +77,24 @@ def check_search_inputs(
     batch = batch.to(device=pos.device, dtype=torch.long)
     if n > 0 and int(batch.min()) < 0:
         raise ValueError("batch must not contain negative system indices")
+    return pos, batch
 
+
+def _cutoffs(cutoff_upper: float, cutoff_lower: float) -> Tuple[float, float]:
     cu, cl = float(cutoff_upper), float(cutoff_lower)
     if not cu > 0 or cu != cu or cu == float("inf"):
         raise ValueError(f"cutoff_upper must be a finite positive number, got {cutoff_upper}")
     if not cl < cu:
         raise ValueError(f"cutoff_lower ({cutoff_lower}) must be smaller than cutoff_upper ({cutoff_upper})")
-    if n > 0 and not bool(torch.isfinite(pos.detach()).all()):
-        raise ValueError("pos contains non-finite values")
+    return cu, cl
 
-    if pbc is not None:
-        pbc_list = [bool(p) for p in pbc]
-        if len(pbc_list) != 3:
-            raise ValueError(f"pbc must have 3 entries (one per lattice vector), got {len(pbc_list)}")
-    else:
-        pbc_list = [box is not None] * 3
 
-    if box is None:
-        if any(pbc_list):
-            raise ValueError(f"pbc={pbc_list} requires a box")
-        return pos, batch, None, pbc_list, cu, cl
-
+def _checked_box(box: Tensor, n_sys: int, device: torch.device) -> Tensor:
+    """The box as (3, 3) or (>= n_sys, 3, 3) on ``device``; ValueError if it is not valid."""
     if not isinstance(box, Tensor):
         raise ValueError(f"box must be a tensor, got {type(box).__name__}")
     if not box.is_floating_point():
         raise ValueError(f"box must be floating point, got {box.dtype}")
-    n_sys = int(batch.max()) + 1 if n > 0 else 0
     if box.shape == (3, 3) or box.shape == (1, 3, 3):
         box = box.reshape(3, 3)
     elif box.dim() == 3 and box.shape[1:] == (3, 3):
@@ -92,7 +105,7 @@ def check_search_inputs(
             )
     else:
         raise ValueError(f"box must have shape (3, 3) or (n_systems, 3, 3), got {tuple(box.shape)}")
-    box = box.to(device=pos.device)
+    box = box.to(device=device)
     b64 = box.detach().to(torch.float64).reshape(-1, 3, 3)
     if not bool(torch.isfinite(b64).all()):
         raise ValueError("box contains non-finite values")
@@ -105,7 +118,7 @@ def check_search_inputs(
                 f"box is singular (zero or near-zero volume){where}: its rows (lattice vectors) "
                 f"must be linearly independent, got {b64[k].tolist()}"
             )
-    return pos, batch, box, pbc_list, cu, cl
+    return box
 
 
 def _shape(x) -> str:
