@@ -20,8 +20,7 @@ import pytest  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from fastnnp.kernels import interpreting  # noqa: E402
-from fastnnp.kernels.common.neighbor_search import NeighborTable  # noqa: E402
-from fastnnp.neighbors import NeighborList, neighbor_list  # noqa: E402
+from fastnnp.neighbors import NeighborList, NeighborTable, neighbor_list, table_from_list  # noqa: E402
 from fastnnp.systems import water_box  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,15 +46,7 @@ class System(NamedTuple):
 
 def _table(graph: NeighborList, n: int) -> NeighborTable:
     """The neighbour list (sorted by receiver) as a table of width max(counts); padding = self."""
-    receiver, sender = graph.edge_index
-    counts = torch.bincount(receiver, minlength=n)
-    width = max(1, int(counts.max()))
-    slot = torch.arange(receiver.shape[0], device=receiver.device) - (torch.cumsum(counts, 0) - counts)[receiver]
-    neighbors = torch.arange(n, device=receiver.device)[:, None].repeat(1, width)
-    neighbors[receiver, slot] = sender
-    images = torch.zeros(n, width, 3, dtype=torch.int32, device=receiver.device)
-    images[receiver, slot] = graph.image.to(torch.int32)
-    return NeighborTable(neighbors.to(torch.int32), images, counts.to(torch.int32))
+    return table_from_list(graph, n)
 
 
 @pytest.fixture(scope="session")

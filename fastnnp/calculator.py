@@ -15,6 +15,7 @@ from .derivatives import energy_derivatives
 from .ensemble import Ensemble
 from .loading import load_model
 from .models.potential import NeuralPotential
+from .neighbors.checks import singular_cells
 from .neighbors.reuse import use_verlet_skin
 from .units import energy_factor, length_factor
 
@@ -226,7 +227,8 @@ def _default_skin(member: NeuralPotential) -> float:
 
 def _periodicity(atoms: Atoms, properties: Sequence[str] = ()) -> bool:
     """True for a fully periodic cell, False for open boundaries; refuses what models cannot
-    do, and ``stress`` among ``properties`` of an open system."""
+    do (a singular cell by the models' own rule, :func:`singular_cells`), and ``stress``
+    among ``properties`` of an open system."""
     if len(atoms) == 0:
         raise ValueError("the Atoms object is empty: there is nothing to compute")
     pbc = atoms.pbc
@@ -240,7 +242,7 @@ def _periodicity(atoms: Atoms, properties: Sequence[str] = ()) -> bool:
             "along all three cell vectors. For a slab, set pbc=True with more vacuum than the cutoff along the "
             "open direction."
         )
-    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-9:
+    if bool(singular_cells(torch.as_tensor(atoms.cell.array, dtype=torch.float64).reshape(1, 3, 3))[0]):
         raise ValueError(f"pbc=True needs a cell of non-zero volume, got cell {atoms.cell.array.tolist()}")
     return True
 

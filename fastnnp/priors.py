@@ -14,7 +14,9 @@ Constructors take the keyword arguments TorchMD-Net stores in a checkpoint's ``p
 argument is accepted for TorchMD-Net compatibility and only read for values not given
 explicitly (``get_atomref()``, ``atomic_number``, ``distance_scale``, ``energy_scale``).
 ``max_num_neighbors`` is accepted and ignored: :func:`fastnnp.neighbors.neighbor_list` has no
-per-atom cap (TorchMD-Net fails when the cap is exceeded). TorchMD-Net's priors also own a
+per-atom cap (TorchMD-Net fails when the cap is exceeded). ZBL and D2 call it through their
+``neighbor_search`` attribute, the hook :func:`fastnnp.neighbors.reuse.use_verlet_skin`
+replaces by a Verlet cache (as for the representations). TorchMD-Net's priors also own a
 neighbour-list submodule whose ``distance.box``/``distances.box`` buffer appears in the state
 dict; these priors have none, and checkpoint loading drops those keys.
 
@@ -93,7 +95,7 @@ class Atomref(Prior):
         if dataset is not None:
             table = dataset.get_atomref()
             if table is None:
-                warnings.warn("the dataset's atomref is None; using zeros for atomic numbers < 100")
+                warnings.warn("the dataset's atomref is None; using zeros for atomic numbers < 100", stacklevel=2)
                 table = torch.zeros(100, 1)
         elif max_z is not None:
             table = torch.zeros(int(max_z), 1)
@@ -152,11 +154,12 @@ class ZBL(Prior):
         self.cutoff_distance = float(cutoff_distance)
         self.max_num_neighbors = max_num_neighbors
         self.register_buffer("atomic_number", torch.as_tensor(atomic_number, dtype=torch.long))
+        self.neighbor_search = neighbor_list  # a fastnnp.neighbors.reuse cache may replace it
 
     def post_reduce(self, y, z, pos, batch, box=None, extra_args=None):
         if box is not None:
             box = box.to(pos.dtype)
-        nl = neighbor_list(pos, batch, self.cutoff_distance, 0.0, box, loop=False)
+        nl = self.neighbor_search(pos, batch, self.cutoff_distance, 0.0, box, loop=False)
         zi, zj = self.atomic_number[z[nl.edge_index]]
         dist = nl.edge_weight
         # float32 (default dtype) screening length, as TorchMD-Net computes it
@@ -229,9 +232,10 @@ class D2(Prior):
         self.register_buffer("Z_map", torch.as_tensor(list(atomic_number), dtype=torch.long))
         self.register_buffer("C_6", table[:, 0].to(dtype))
         self.register_buffer("R_r", (table[:, 1] * 0.1).to(dtype))  # Angstrom -> nm
+        self.neighbor_search = neighbor_list  # a fastnnp.neighbors.reuse cache may replace it
 
     def post_reduce(self, y, z, pos, batch, box=None, extra_args=None):
-        nl = neighbor_list(pos, batch, self.cutoff_distance, 0.0, None, loop=False)
+        nl = self.neighbor_search(pos, batch, self.cutoff_distance, 0.0, None, loop=False)
         r = nl.edge_weight * (self.distance_scale * 1e9)  # -> nm
         elements = self.Z_map[z[nl.edge_index]]
         c6 = self.C_6[elements].prod(dim=0).sqrt()
@@ -366,7 +370,8 @@ def _prior_specs(hparams: dict) -> list[tuple[str, dict]]:
         # TorchMD-Net zips the two lists, silently dropping the surplus
         warnings.warn(
             f"{len(names)} prior name(s) {names} but {len(kwargs)} prior_args entries; "
-            f"using the first {min(len(names), len(kwargs))} as TorchMD-Net does"
+            f"using the first {min(len(names), len(kwargs))} as TorchMD-Net does",
+            stacklevel=2,
         )
     return [(name, dict(args or {})) for name, args in zip(names, kwargs)]
 

@@ -5,6 +5,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .neighbors.checks import singular_cells
+
 
 def _first_bad_index(mask: Tensor) -> int:
     return int(torch.nonzero(mask.reshape(mask.shape[0], -1).any(dim=1))[0, 0])
@@ -72,6 +74,7 @@ def check_inputs(
 
 
 def _check_box(box: Tensor, n_systems: int, dtype: torch.dtype) -> None:
+    """Shape, dtype, finiteness and the singular-cell rule of every layer (:func:`singular_cells`)."""
     if box.shape not in ((3, 3), (n_systems, 3, 3)):
         raise ValueError(
             f"box must have shape [3, 3] or [n_systems, 3, 3] = [{n_systems}, 3, 3], got {tuple(box.shape)}"
@@ -81,9 +84,7 @@ def _check_box(box: Tensor, n_systems: int, dtype: torch.dtype) -> None:
     if not bool(torch.isfinite(box).all()):
         raise ValueError("box is not finite")
     cells = box.reshape(-1, 3, 3).to(torch.float64)
-    volume = torch.linalg.det(cells).abs()
-    lengths = cells.norm(dim=-1).prod(dim=-1)
-    singular = volume <= 1e-10 * lengths.clamp(min=1e-300)
+    singular = singular_cells(cells)
     if bool(singular.any()):
         s = int(torch.nonzero(singular)[0, 0])
         raise ValueError(f"box of system {s} is singular (zero volume): {cells[s].tolist()}")

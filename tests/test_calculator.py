@@ -10,7 +10,8 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 import fastnnp
 from fastnnp.priors import ZBL, Atomref
 from fastnnp.calculator import FastNNPCalculator
-from fastnnp.neighbors.reuse import VerletNeighborTable
+from fastnnp.neighbors import neighbor_list
+from fastnnp.neighbors.reuse import VerletNeighborTable, neighbor_builds
 from tests.helpers.calculator_systems import ET, GN, TENSORNET, periodic_box, reference_molecule, triclinic_cell
 
 F64 = dict(dtype=torch.float64, device="cpu")
@@ -227,6 +228,72 @@ def test_pbc_with_a_zero_cell_is_refused(tensornet64):
     atoms.calc = tensornet64
     with pytest.raises(ValueError, match="non-zero volume"):
         atoms.get_potential_energy()
+
+
+def _sheared_cell(length: float, ratio: float) -> np.ndarray:
+    """Rows a = (L, 0, 0), b = (0, L, 0), c = (L/2, L/2, h) with volume / (|a| |b| |c|) = ratio."""
+    return np.array([[length, 0, 0], [0, length, 0], [length / 2, length / 2, ratio * length / np.sqrt(2)]])
+
+
+@pytest.mark.parametrize(
+    "cell, singular",
+    [
+        # volume ratio 1e-11: singular by the 1e-10 rule (the search used to accept ratios > 1e-12)
+        (_sheared_cell(10.0, 1e-11), True),
+        # ratio 5e-10 but volume 3.5e-10 Å³: not singular (the calculator used to refuse volumes
+        # below 1e-9 Å³); far too thin for the cutoff, which the search then says
+        (_sheared_cell(1.0, 5e-10), False),
+    ],
+    ids=["ratio-1e-11", "ratio-5e-10"],
+)
+def test_nearly_singular_cells_get_one_verdict_from_every_layer(tensornet64, cell, singular):
+    """neighbor_list, a model call's validation and the calculator decide alike."""
+    volume, lengths = abs(np.linalg.det(cell)), np.prod(np.linalg.norm(cell, axis=1))
+    assert (1e-12 < volume / lengths < 1e-10) if singular else (1e-10 < volume / lengths and volume < 1e-9)
+    atoms = reference_molecule(0)
+    atoms.cell, atoms.pbc = cell, True
+    atoms.calc = tensornet64
+    z, pos, box = torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions), torch.as_tensor(cell)
+    thin = "box is too thin"
+    with pytest.raises(ValueError, match="box is singular" if singular else thin):
+        neighbor_list(pos, torch.zeros(len(z), dtype=torch.long), 4.5, box=box)
+    with pytest.raises(ValueError, match="box of system 0 is singular" if singular else thin):
+        tensornet64.model(z, pos, box=box)
+    with pytest.raises(ValueError, match="non-zero volume" if singular else thin):
+        atoms.get_potential_energy()
+
+
+def test_a_cell_of_tiny_volume_in_a_tiny_length_unit_is_accepted():
+    """Volume ~3e-10 Å³, a normal cell in the model's unit (1e-4 Å): the calculator accepts it
+    as the model does (no absolute volume bound) and gives the unscaled cell's energy."""
+    atoms = triclinic_cell(2)
+    atoms.calc = FastNNPCalculator(TENSORNET, **F64)
+    energy = atoms.get_potential_energy()
+    tiny = atoms.copy()
+    tiny.set_cell(atoms.cell.array * 1e-4, scale_atoms=True)
+    assert abs(tiny.cell.volume) < 1e-9
+    tiny.calc = FastNNPCalculator(TENSORNET, length_unit=1e-4, skin=1e-4, **F64)  # skin in Å
+    assert tiny.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+
+
+def test_the_verlet_skin_covers_a_pair_prior():
+    """A ZBL prior's search is cached like the representation's, with the plain search's results."""
+    results = []
+    for skin in (0.0, 0.5):
+        model = fastnnp.load_model(TENSORNET, dtype=torch.float64)
+        model.prior_model = torch.nn.ModuleList(
+            [ZBL(2.0, atomic_number=list(range(32)), distance_scale=1e-10, energy_scale=1.602176634e-19)]
+        )
+        atoms = reference_molecule(0)
+        atoms.calc = FastNNPCalculator(model, skin=skin)
+        rng = np.random.default_rng(3)
+        for _ in range(3):
+            atoms.positions = atoms.positions + 0.01 * rng.standard_normal(atoms.positions.shape)
+            results.append((atoms.get_potential_energy(), atoms.get_forces()))
+        assert neighbor_builds(model) == (0 if skin == 0 else 2)  # representation + prior, once each
+    for (e0, f0), (e1, f1) in zip(results[:3], results[3:]):
+        assert e0 == e1
+        np.testing.assert_array_equal(f0, f1)
 
 
 def test_elements_the_model_cannot_handle_are_refused(tensornet64):

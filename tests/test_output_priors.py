@@ -21,6 +21,8 @@ from torchmdnet.utils import atomic_masses as tmn_atomic_masses  # noqa: E402
 from fastnnp import priors as fp  # noqa: E402
 from fastnnp.models import output_modules as fo  # noqa: E402
 from fastnnp.models.common.mlp import GatedEquivariantBlock  # noqa: E402
+from fastnnp.neighbors import neighbor_list  # noqa: E402
+from fastnnp.neighbors.reuse import VerletNeighborList, neighbor_builds, use_verlet_skin  # noqa: E402
 
 F = 16
 DTYPES = [torch.float32, torch.float64]
@@ -322,6 +324,31 @@ def test_d2_parity(dtype):
     # the box is ignored (no periodic images), in both
     box = torch.eye(3, dtype=dtype) * 20.0
     assert_prior_parity(ours, theirs, dtype, box=box, spread=6.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["ZBL", "D2"])
+def test_pair_priors_search_through_the_verlet_cache(dtype, name):
+    """use_verlet_skin covers ZBL and D2 (their neighbor_search hook): one search for small
+    moves, and values and gradients bit-identical to the plain search's."""
+    cls, args = (fp.ZBL, ZBL_ARGS) if name == "ZBL" else (fp.D2, D2_ARGS)
+    plain, cached = cls(**args).to(dtype), cls(**args).to(dtype)
+    assert plain.neighbor_search is neighbor_list
+    use_verlet_skin(cached, 0.5)
+    assert isinstance(cached.neighbor_search, VerletNeighborList)
+    z, pos, batch, _, _ = make_batch(dtype, sizes=(6, 5), spread=9.0)
+    box = torch.tensor(BOXES["triclinic"], dtype=dtype) if name == "ZBL" else None
+    y = torch.zeros(2, 1, dtype=dtype)
+    gen = torch.Generator().manual_seed(6)
+    for _ in range(3):
+        pos = pos + (0.01 * torch.randn(pos.shape, generator=gen, dtype=torch.float64)).to(dtype)
+        out0, g0 = run_post(plain, y, z, pos, batch, box)
+        out1, g1 = run_post(cached, y, z, pos, batch, box)
+        assert not torch.equal(out0, y), "the prior added nothing: weak test"
+        assert torch.equal(out1, out0) and torch.equal(g1, g0)
+    assert neighbor_builds(cached) == 1
+    use_verlet_skin(cached, 0)
+    assert cached.neighbor_search is neighbor_list
 
 
 def charges_for(seed, n, dtype):

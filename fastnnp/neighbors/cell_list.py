@@ -23,49 +23,58 @@ Boxes
 -----
 ``box`` is None (open boundaries), a (3, 3) tensor shared by all systems (also accepted as
 (1, 3, 3)) or (n_systems, 3, 3), one per system, where ``n_systems > batch.max()``. Rows are
-the lattice vectors a, b, c. Any non-singular cell works: arbitrary triclinic, either
-handedness, thinner than twice the cutoff or even than the cutoff (then an atom sees several
-images of the same neighbour). ``pbc`` gives the periodicity per lattice vector (default: all
-periodic when a box is given), so slabs and wires are supported. Atoms may lie anywhere,
-inside the cell or not: they are wrapped internally and the returned images refer to the
-positions as given.
+the lattice vectors a, b, c. Any non-singular cell works (:func:`.checks.singular_cells`):
+arbitrary triclinic, either handedness, thinner than twice the cutoff or even than the cutoff
+(then an atom sees several images of the same neighbour). ``pbc`` gives the periodicity per
+lattice vector (default: all periodic when a box is given), so slabs and wires are supported.
+Atoms may lie anywhere, inside the cell or not: they are wrapped internally and the returned
+images refer to the positions as given.
 
 Algorithm
 ---------
-Pair indices and integer images are found under ``no_grad``; the vectors are then recomputed
-from the caller's tensors with differentiable ops.
+Pair indices and integer images are found under ``no_grad`` (:func:`_search`, one function per
+step below); the vectors are then recomputed from the caller's tensors with differentiable ops
+(:mod:`.edges`).
 
-1. Fractional coordinates ``f = pos @ box^-1`` (float64); periodic axes are wrapped into
-   [0, 1) and the integer part is remembered as the atom's own lattice shift.
-2. Each system is cut into bins along the lattice directions, with a width (measured
-   perpendicular to the faces, i.e. in units of the cell height h_k = V / |b x c| etc.) of at
-   least cutoff / 2: periodic axes get n_k = max(1, floor(2 h_k / cutoff)) bins tiling the
-   cell, open axes bins spanning the atoms' extent. Two atoms closer than the cutoff are then
-   at most m_k = ceil(cutoff n_k / h_k) bins apart along k (2, or more when the cell is
-   thinner than half the cutoff), in the infinite periodic bin lattice.
-3. Atoms are sorted by a global bin key ((system, bx, by, bz), z fastest), so the atoms of a
-   run of consecutive z bins form one contiguous range. For every bin column offset (o0, o1)
-   in one half of the plane, the sender range of each occupied bin is the run of bins
-   z - m .. z + m of the target column, split where it crosses the periodic z boundary
-   (each piece has its own image); the range bounds come from a dense prefix count over the
-   bin grid (or a binary search when the grid is much larger than the atom count). Column
-   (0, 0) takes z offsets 0 .. m only, and in the own bin only senders after the receiver,
-   so every pair is produced once; the reverse direction comes from mirroring.
-4. The ranges are expanded into candidate pairs in bounded chunks (float32 arithmetic for
-   float32 input, float64 otherwise) and filtered with a cutoff enlarged by a small margin
-   that covers rounding; the survivors are then filtered exactly on the returned (input
-   dtype) lengths, mirrored (the two directions get bit-identical lengths), given their self
-   loops and sorted by a single packed int64 key.
+1. :func:`_frame`: fractional coordinates ``f = pos @ box^-1`` (float64); periodic axes are
+   wrapped into [0, 1) and the integer part is remembered as the atom's own lattice shift
+   (:func:`.cells.cell_frame`); the search cutoffs get a margin that covers rounding.
+2. :func:`_bin_sizes`: each system is cut into bins along the lattice directions, with a
+   width (measured perpendicular to the faces, i.e. in units of the cell height
+   h_k = V / |b x c| etc.) of at least cutoff / 2: periodic axes get
+   n_k = max(1, floor(2 h_k / cutoff)) bins tiling the cell, open axes bins spanning the
+   atoms' extent. Two atoms closer than the cutoff are then at most m_k = ceil(cutoff n_k / h_k)
+   bins apart along k (2, or more when the cell is thinner than half the cutoff), in the
+   infinite periodic bin lattice.
+3. :func:`_grid`: atoms are sorted by a global bin key ((system, bx, by, bz), z fastest), so
+   the atoms of a run of consecutive z bins form one contiguous range (:mod:`.cells`).
+   :func:`_candidate_ranges`: for every bin column offset (o0, o1) in one half of the plane,
+   the sender range of each occupied bin is the run of bins z - m .. z + m of the target
+   column, split where it crosses the periodic z boundary (each piece has its own image); the
+   range bounds come from a dense prefix count over the bin grid (or a binary search when the
+   grid is much larger than the atom count). Column (0, 0) takes z offsets 0 .. m only, and in
+   the own bin only senders after the receiver, so every pair is produced once; the reverse
+   direction comes from mirroring.
+4. :func:`_expand_and_filter`: the ranges are expanded into candidate pairs in bounded chunks
+   (float32 arithmetic for float32 input, float64 otherwise) and filtered with a cutoff
+   enlarged by a small margin that covers rounding. :func:`neighbor_list` then filters the
+   survivors exactly on the returned (input dtype) lengths (:func:`.edges.within_cutoffs`),
+   mirrors them (the two directions get bit-identical lengths), adds the self loops and sorts
+   by a single packed int64 key (:func:`_mirror_and_sort`).
 
 Work and memory are O(N + E): about 3.7 candidates per kept pair for dense systems, no
 array over all bins x all atoms, no neighbour cap. All systems of a batch are processed
 together (no Python loop over systems or atoms; the Python loops run over bin offsets only).
 """
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+from .cells import bin_coords, bin_starts, cell_frame, sort_into_bins
+from .checks import check_search_inputs
+from .edges import edge_vectors, safe_norm, within_cutoffs
 
 # Largest number of candidate pairs expanded at once (bounds the peak memory of the search).
 _CHUNK = 1 << 21
@@ -114,7 +123,7 @@ def neighbor_list(
     Raises:
         ValueError: bad shapes, singular or non-finite box, bad cutoffs, non-finite positions.
     """
-    pos, batch, box, periodic, cu, cl = _check_inputs(pos, batch, cutoff_upper, cutoff_lower, box, pbc)
+    pos, batch, box, periodic, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, pbc)
     n = pos.shape[0]
     if box is not None and not any(periodic):
         box = None  # nothing periodic: open boundaries (the box only had to be valid)
@@ -126,9 +135,7 @@ def neighbor_list(
         # Exact filter on the very values that will be returned (the search used a slightly
         # larger cutoff). Both directions get bit-identical lengths, so filter before mirroring.
         if i.numel() > 0:
-            d = _safe_norm(_edge_vectors(pos.detach(), None if boxc is None else boxc.detach(), batch, i, j, image))
-            keep = (d >= cl) & (d < cu)
-            del d
+            keep = within_cutoffs(pos.detach(), None if boxc is None else boxc.detach(), batch, i, j, image, cl, cu)
             if not bool(keep.all()):
                 sel = keep.nonzero().squeeze(1)
                 i, j, image = i.index_select(0, sel), j.index_select(0, sel), image.index_select(0, sel)
@@ -137,133 +144,67 @@ def neighbor_list(
         del i, j, image
         edge_index, image = _mirror_and_sort(half, n, loop)
 
-    edge_vec = _edge_vectors(pos, boxc, batch, edge_index[0], edge_index[1], image)
-    edge_weight = _safe_norm(edge_vec)
+    edge_vec = edge_vectors(pos, boxc, batch, edge_index[0], edge_index[1], image)
+    edge_weight = safe_norm(edge_vec)
     return NeighborList(edge_index, edge_vec, edge_weight, image)
 
 
 # --------------------------------------------------------------------------------------
-# input checks
+# the cell-list search (no grad): _search runs the stages below in order
 
 
-def _check_inputs(
-    pos: Tensor,
-    batch: Optional[Tensor],
-    cutoff_upper: float,
-    cutoff_lower: float,
-    box: Optional[Tensor],
-    pbc: Optional[Sequence[bool]],
-) -> Tuple[Tensor, Tensor, Optional[Tensor], List[bool], float, float]:
-    if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
-        raise ValueError(f"pos must be a tensor of shape [N, 3], got {_shape(pos)}")
-    if not pos.is_floating_point():
-        raise ValueError(f"pos must be floating point, got {pos.dtype}")
-    n = pos.shape[0]
-    if batch is None:
-        batch = torch.zeros(n, dtype=torch.long, device=pos.device)
-    if not isinstance(batch, Tensor) or batch.shape != (n,):
-        raise ValueError(f"batch must be a tensor of shape [{n}], got {_shape(batch)}")
-    if batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
-        raise ValueError(f"batch must be an integer tensor, got {batch.dtype}")
-    batch = batch.to(device=pos.device, dtype=torch.long)
-    if n > 0 and int(batch.min()) < 0:
-        raise ValueError("batch must not contain negative system indices")
+class _Frame(NamedTuple):
+    """Step 1: the atoms in the lattice frame (float64) and the search cutoffs."""
 
-    cu, cl = float(cutoff_upper), float(cutoff_lower)
-    if not cu > 0 or cu != cu or cu == float("inf"):
-        raise ValueError(f"cutoff_upper must be a finite positive number, got {cutoff_upper}")
-    if not cl < cu:
-        raise ValueError(f"cutoff_lower ({cutoff_lower}) must be smaller than cutoff_upper ({cutoff_upper})")
-    if n > 0 and not bool(torch.isfinite(pos.detach()).all()):
-        raise ValueError("pos contains non-finite values")
-
-    if pbc is not None:
-        pbc_list = [bool(p) for p in pbc]
-        if len(pbc_list) != 3:
-            raise ValueError(f"pbc must have 3 entries (one per lattice vector), got {len(pbc_list)}")
-    else:
-        pbc_list = [box is not None] * 3
-
-    if box is None:
-        if any(pbc_list):
-            raise ValueError(f"pbc={pbc_list} requires a box")
-        return pos, batch, None, pbc_list, cu, cl
-
-    if not isinstance(box, Tensor):
-        raise ValueError(f"box must be a tensor, got {type(box).__name__}")
-    if not box.is_floating_point():
-        raise ValueError(f"box must be floating point, got {box.dtype}")
-    n_sys = int(batch.max()) + 1 if n > 0 else 0
-    if box.shape == (3, 3) or box.shape == (1, 3, 3):
-        box = box.reshape(3, 3)
-    elif box.dim() == 3 and box.shape[1:] == (3, 3):
-        if box.shape[0] < n_sys:
-            raise ValueError(
-                f"box has shape {tuple(box.shape)} but batch has {n_sys} systems; "
-                "expected (3, 3) or (n_systems, 3, 3)"
-            )
-    else:
-        raise ValueError(f"box must have shape (3, 3) or (n_systems, 3, 3), got {tuple(box.shape)}")
-    box = box.to(device=pos.device)
-    b64 = box.detach().to(torch.float64).reshape(-1, 3, 3)
-    if not bool(torch.isfinite(b64).all()):
-        raise ValueError("box contains non-finite values")
-    if b64.shape[0] > 0:
-        vol = torch.linalg.det(b64).abs()
-        scale = b64.norm(dim=2).prod(dim=1)
-        bad = (vol <= 1e-12 * scale) | (scale == 0)
-        if bool(bad.any()):
-            k = int(bad.nonzero()[0, 0])
-            where = "" if box.dim() == 2 else f" (system {k})"
-            raise ValueError(
-                f"box is singular (zero or near-zero volume){where}: its rows (lattice vectors) "
-                f"must be linearly independent, got {b64[k].tolist()}"
-            )
-    return pos, batch, box, pbc_list, cu, cl
+    frac: Tensor  # [N, 3] fractional coordinates, wrapped into [0, 1) along periodic axes
+    #               (the positions themselves for open boundaries)
+    shift: Tensor  # [N, 3] int64 lattice shift removed by the wrapping
+    wrapped: Tensor  # [N, 3] positions minus shift @ box
+    boxes: Optional[Tensor]  # [S, 3, 3] cell of every system; None for open boundaries
+    shared_box: Optional[Tensor]  # (3, 3) cell when one box is shared by all systems
+    heights: Tensor  # [S, 3] cell heights (1 for open boundaries)
+    periodic: Tensor  # [3] bool
+    cutoff: float  # search cutoffs, enlarged by the rounding margin
+    cutoff_lower: float
+    dtype: torch.dtype  # dtype of the candidate distances
 
 
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, Tensor) else type(x).__name__
+class _BinSizes(NamedTuple):
+    """Step 2: the bin grid of every system ([S, 3] float64)."""
+
+    nbins: Tensor  # bins per axis
+    width: Tensor  # bin width, fractional units
+    reach: Tensor  # m: how many bins apart two atoms within the search cutoff can be
+    origin: Tensor  # fractional coordinate of the grid's first bin edge
 
 
-# --------------------------------------------------------------------------------------
-# differentiable part
+class _Grid(NamedTuple):
+    """Step 3: atoms sorted by bin, and the occupied bins (B of them, in key order)."""
+
+    order: Tensor  # [N] sorted index -> original atom index
+    sorted_key: Tensor  # [N] global bin key of each sorted atom
+    atom_bin: Tensor  # [N] occupied bin of each sorted atom
+    count: Tensor  # [B] atoms per occupied bin
+    start: Tensor  # [B] first sorted atom of each occupied bin
+    sys: Tensor  # [B] system of each occupied bin
+    coord: Tensor  # [B, 3] int64 bin coordinates
+    nbins: Tensor  # [B, 3] int64 bins per axis of the bin's system
+    reach: Tensor  # [B, 3] int64 m of the bin's system
+    base: Tensor  # [B] first global bin key of the bin's system
+    first_atom: Optional[Tensor]  # [n_bins + 1] dense prefix count over all bins, or None
+    n_bins: int  # bins of all systems together
+    max_reach: List[int]  # largest m per axis
+    uniform_reach: bool  # every occupied bin has the largest m
 
 
-def _edge_vectors(pos: Tensor, box: Optional[Tensor], batch: Tensor, i: Tensor, j: Tensor, image: Tensor) -> Tensor:
-    """pos[i] - pos[j] - image @ box[system]. The lattice term, n0 * a + n1 * b + n2 * c, is
-    only evaluated for the edges with a non-zero image; every operation is elementwise and
-    sign-symmetric, so the edges (i, j, n) and (j, i, -n) get exactly opposite vectors."""
-    vec = pos.index_select(0, i) - pos.index_select(0, j)
-    if box is None:
-        return vec
-    nz = (image != 0).any(dim=1).nonzero().squeeze(1)
-    if nz.numel() == 0:
-        return vec
-    # Few periodic edges (large cells): translate only those; many (small cells): all edges.
-    # Both give the same values (x - s == x + (-1) * s, and x - 0 == x).
-    dense = 3 * nz.numel() > image.shape[0]
-    img = (image if dense else image.index_select(0, nz)).to(box.dtype)
-    if box.dim() == 2:
-        a, b, c = box[0], box[1], box[2]
-    else:
-        sys_e = batch.index_select(0, i if dense else i.index_select(0, nz))
-        a = box[:, 0].index_select(0, sys_e)
-        b = box[:, 1].index_select(0, sys_e)
-        c = box[:, 2].index_select(0, sys_e)
-    shift = img[:, 0:1] * a + img[:, 1:2] * b + img[:, 2:3] * c
-    return vec - shift if dense else vec.index_add(0, nz, shift, alpha=-1)
+class _Ranges(NamedTuple):
+    """Candidate ranges ("entries"): receiver (sorted index), senders start .. start + count - 1
+    (sorted indices), bin image of the senders [R, 3] int64."""
 
-
-def _safe_norm(vec: Tensor) -> Tensor:
-    """|vec| along the last axis, with a zero (not NaN) gradient at vec = 0."""
-    sq = vec[:, 0] * vec[:, 0] + vec[:, 1] * vec[:, 1] + vec[:, 2] * vec[:, 2]
-    nonzero = sq > 0
-    return torch.where(nonzero, torch.sqrt(torch.where(nonzero, sq, torch.ones_like(sq))), torch.zeros_like(sq))
-
-
-# --------------------------------------------------------------------------------------
-# the cell-list search (no grad)
+    receiver: Tensor
+    start: Tensor
+    count: Tensor
+    image: Tensor
 
 
 def _search(
@@ -277,74 +218,75 @@ def _search(
     """One direction of every pair within a slightly enlarged cutoff: (i, j, image) with
     original atom indices; the caller filters exactly, mirrors and sorts."""
     device = pos.device
-    n = pos.shape[0]
-    i64 = torch.long
-    f64 = torch.float64
-    if n == 0:
-        e = torch.zeros(0, dtype=i64, device=device)
-        return e, e, torch.zeros(0, 3, dtype=i64, device=device)
+    if pos.shape[0] == 0:
+        return _no_pairs(device)
+    frame = _frame(pos, batch, box, periodic, cu, cl)
+    grid = _grid(frame, _bin_sizes(frame, batch), batch, cu)
+    ranges = _candidate_ranges(grid, periodic)
+    if ranges is None:
+        return _no_pairs(device)
+    out_i, out_j, out_img = _expand_and_filter(frame, grid, ranges)
+    del ranges
+    i = torch.cat(out_i)
+    del out_i
+    j = torch.cat(out_j)
+    del out_j
+    image = torch.cat(out_img)
+    return i, j, image
 
+
+def _no_pairs(device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+    """Empty (i, j, image)."""
+    e = torch.zeros(0, dtype=torch.long, device=device)
+    return e, e, torch.zeros(0, 3, dtype=torch.long, device=device)
+
+
+def _frame(pos: Tensor, batch: Tensor, box: Optional[Tensor], periodic: List[bool], cu: float, cl: float) -> _Frame:
+    """Step 1: fractional coordinates wrapped along the periodic axes, cell heights, and the
+    search cutoffs enlarged by a margin that covers the rounding of the search (float32 or
+    float64) and of the returned (input dtype) distances."""
+    device = pos.device
+    f64 = torch.float64
     p = pos.detach().to(f64)
     # Candidate distances are computed in float32 for float32 (or narrower) input.
     sdt = f64 if pos.dtype == f64 else torch.float32
     n_sys = int(batch.max()) + 1
     per = torch.tensor(periodic, dtype=torch.bool, device=device)
-
-    shared = True
     if box is None:
-        boxes = None
-        frac = p
+        boxes = shared_box = None
+        frac, shift, wrapped = p, torch.zeros(pos.shape[0], 3, dtype=torch.long, device=device), p
         heights = torch.ones(n_sys, 3, dtype=f64, device=device)
         box_scale = 0.0
     else:
         b64 = box.detach().to(f64)
-        shared = b64.dim() == 2
-        boxes = b64.unsqueeze(0).expand(n_sys, 3, 3) if shared else b64[:n_sys]
-        if shared:
-            frac = p @ torch.linalg.inv(b64)
-        else:
-            frac = torch.bmm(p.unsqueeze(1), torch.linalg.inv(boxes).index_select(0, batch)).squeeze(1)
-        vol = torch.linalg.det(boxes).abs()
-        # Height of the cell along a = V / |b x c| (distance between the faces spanned by b, c).
-        heights = torch.stack(
-            [
-                vol / torch.linalg.cross(boxes[:, 1], boxes[:, 2]).norm(dim=1),
-                vol / torch.linalg.cross(boxes[:, 2], boxes[:, 0]).norm(dim=1),
-                vol / torch.linalg.cross(boxes[:, 0], boxes[:, 1]).norm(dim=1),
-            ],
-            dim=1,
-        )
+        cells = cell_frame(p, batch, b64, n_sys, batched=False, wrap=per)
+        boxes, frac, shift, wrapped, heights = cells.boxes, cells.frac, cells.shift, cells.wrapped, cells.heights
+        shared_box = b64 if b64.dim() == 2 else None
         box_scale = float(boxes.norm(dim=2).sum(dim=1).max())
 
-    # Search cutoffs, enlarged by a margin that covers the rounding of the search (float32
-    # or float64) and of the returned (input dtype) distances; the caller filters exactly.
     eps = max(torch.finfo(pos.dtype).eps, torch.finfo(sdt).eps)
     scale = float(p.abs().max()) + box_scale
     delta = 32.0 * eps * (4.0 * scale + 3.0 * cu) + 1e-9 * cu
-    cs = cu + delta
-    cls = max(cl - delta, 0.0)
+    return _Frame(frac, shift, wrapped, boxes, shared_box, heights, per, cu + delta, max(cl - delta, 0.0), sdt)
 
-    # Wrap periodic fractional coordinates into [0, 1); shift = the integer part.
-    shift = torch.zeros(n, 3, dtype=i64, device=device)
-    pw = p
-    if boxes is not None:
-        fl = torch.floor(frac)
-        fl[:, ~per] = 0.0
-        shift = fl.to(i64)
-        frac = frac - fl
-        if shared:
-            pw = p - fl @ b64
-        else:
-            pw = p - torch.bmm(fl.unsqueeze(1), boxes.index_select(0, batch)).squeeze(1)
 
+def _bin_sizes(frame: _Frame, batch: Tensor) -> _BinSizes:
+    """Step 2: bins of (perpendicular) width >= cutoff / _SUB; periodic axes tile the cell
+    exactly, open axes span the system's extent."""
+    n = batch.shape[0]
+    per, heights, cs, frac = frame.periodic, frame.heights, frame.cutoff, frame.frac
+    n_sys = heights.shape[0]
     # Extent of every system along the open axes (fractional units).
     idx3 = batch.unsqueeze(1).expand(n, 3)
-    fmin = torch.zeros(n_sys, 3, dtype=f64, device=device).scatter_reduce(0, idx3, frac, "amin", include_self=False)
-    fmax = torch.zeros(n_sys, 3, dtype=f64, device=device).scatter_reduce(0, idx3, frac, "amax", include_self=False)
+    fmin = torch.zeros(n_sys, 3, dtype=frac.dtype, device=frac.device).scatter_reduce(
+        0, idx3, frac, "amin", include_self=False
+    )
+    fmax = torch.zeros(n_sys, 3, dtype=frac.dtype, device=frac.device).scatter_reduce(
+        0, idx3, frac, "amax", include_self=False
+    )
     rng = torch.where(per, torch.ones_like(fmax), fmax - fmin)
     fmin = torch.where(per, torch.zeros_like(fmin), fmin)
 
-    # Bins of (perpendicular) width >= cs / _SUB; periodic axes tile the cell exactly.
     cap = _MAX_BINS_PER_AXIS
     while True:
         nb = torch.floor(rng * heights * _SUB / cs).clamp(1, cap)
@@ -356,183 +298,210 @@ def _search(
     # thinner than cs / _SUB); open axes never need to look beyond their extent.
     m = torch.ceil(cs / (width * heights) * (1.0 - 1e-10)).clamp(min=1)
     m = torch.where(per, m, torch.minimum(m, nb - 1))
-    nb_i, m_i = nb.to(i64), m.to(i64)
+    return _BinSizes(nb, width, m, fmin)
 
-    binc = torch.floor((frac - fmin.index_select(0, batch)) / width.index_select(0, batch))
-    binc = torch.minimum(binc.clamp(min=0), (nb - 1).index_select(0, batch)).to(i64)
-    bins_per_sys = nb_i[:, 0] * nb_i[:, 1] * nb_i[:, 2]
-    base = torch.cumsum(bins_per_sys, 0) - bins_per_sys
-    key = base.index_select(0, batch) + (
-        binc[:, 0] * nb_i[:, 1].index_select(0, batch) + binc[:, 1]
-    ) * nb_i[:, 2].index_select(0, batch) + binc[:, 2]
 
-    # Atoms sorted by bin: every bin, and every run of consecutive z bins, is a contiguous range.
-    order = torch.argsort(key, stable=True)
-    ks = key.index_select(0, order)
+def _grid(frame: _Frame, sizes: _BinSizes, batch: Tensor, cu: float) -> _Grid:
+    """Step 3a: atoms sorted by global bin key, the occupied bins, and how to find the atom
+    range of a run of bin keys. Raises ValueError for a cell so thin that the search would
+    need more than _MAX_OFFSETS bin offsets."""
+    n = batch.shape[0]
+    device = batch.device
+    nb_i, m_i = sizes.nbins.to(torch.long), sizes.reach.to(torch.long)
+    binc = bin_coords(
+        (frame.frac - sizes.origin.index_select(0, batch)) / sizes.width.index_select(0, batch), sizes.nbins, batch
+    )
+    binned = sort_into_bins(binc, nb_i, batch)
+    order = binned.order
+    ks = binned.key.index_select(0, order)
     _, cnt = torch.unique_consecutive(ks, return_counts=True)
-    n_bins = cnt.shape[0]
     bstart = torch.cumsum(cnt, 0) - cnt
-    atom_bin = torch.repeat_interleave(torch.arange(n_bins, device=device), cnt, output_size=n)
+    atom_bin = torch.repeat_interleave(torch.arange(cnt.shape[0], device=device), cnt, output_size=n)
     first = order.index_select(0, bstart)
     bsys = batch.index_select(0, first)
-    bcoord = binc.index_select(0, first)
-    bn = nb_i.index_select(0, bsys)
     bm = m_i.index_select(0, bsys)
-    bbase = base.index_select(0, bsys)
-    arange_n = torch.arange(n, device=device)
-    # Atom range of a run of bin keys [klo, khi]: a dense prefix count over all bins when the
-    # bin grid is not much larger than the atom count, a binary search otherwise.
-    total_bins = int(bins_per_sys.sum())
-    if total_bins <= 8 * n + 4096:
-        first_atom = torch.zeros(total_bins + 1, dtype=i64, device=device)
-        first_atom[1:] = torch.cumsum(torch.bincount(ks, minlength=total_bins), 0)
-
-        def atom_range(klo: Tensor, khi: Tensor) -> Tuple[Tensor, Tensor]:
-            return (
-                first_atom.index_select(0, klo.clamp(0, total_bins)),
-                first_atom.index_select(0, (khi + 1).clamp(0, total_bins)),
-            )
-
-    else:
-
-        def atom_range(klo: Tensor, khi: Tensor) -> Tuple[Tensor, Tensor]:
-            return torch.searchsorted(ks, klo), torch.searchsorted(ks, khi, right=True)
+    # Atom range of a run of bin keys: a dense prefix count over all bins when the bin grid is
+    # not much larger than the atom count, a binary search otherwise (_atom_range).
+    total_bins = binned.n_bins
+    first_atom = bin_starts(ks, total_bins) if total_bins <= 8 * n + 4096 else None
 
     mmax = [int(bm[:, k].max()) for k in range(3)]
     n_offsets = (2 * mmax[0] + 1) * (2 * mmax[1] + 1) * (2 * mmax[2] + 1)
     if n_offsets > _MAX_OFFSETS:
         raise ValueError(
-            f"box is too thin for the cutoff: a cell height is {float(heights.min()):.3g} for a cutoff "
+            f"box is too thin for the cutoff: a cell height is {float(frame.heights.min()):.3g} for a cutoff "
             f"of {cu:.3g}, which needs {n_offsets} periodic images (more than {_MAX_OFFSETS})"
         )
     uniform_m = all(bool((bm[:, k] == mmax[k]).all()) for k in range(3))
+    return _Grid(
+        order, ks, atom_bin, cnt, bstart, bsys, binc.index_select(0, first), nb_i.index_select(0, bsys), bm,
+        binned.base.index_select(0, bsys), first_atom, total_bins, mmax, uniform_m,
+    )  # fmt: skip
 
-    # Candidate ranges ("entries"): receiver a (sorted index), senders start .. start + count - 1,
-    # bin image of the senders. Bin columns (o0, o1) in half of the plane; the column (0, 0)
-    # covers z offsets 0 .. m (offset 0: senders after a in its own bin). Ranges are found per
-    # occupied bin, then given to each atom of the bin.
-    g_bin: List[Tensor] = []
-    g_start: List[Tensor] = []
-    g_cnt: List[Tensor] = []
-    g_img: List[Tensor] = []
-    e_a: List[Tensor] = []
-    e_start: List[Tensor] = []
-    e_cnt: List[Tensor] = []
-    e_img: List[Tensor] = []
-    z, nz_, mz = bcoord[:, 2], bn[:, 2], bm[:, 2]
-    for o0 in range(0, mmax[0] + 1):
-        for o1 in range(-mmax[1] if o0 > 0 else 0, mmax[1] + 1):
-            own = o0 == 0 and o1 == 0
-            valid = None if uniform_m else (bm[:, 0] >= o0) & (bm[:, 1] >= abs(o1))
-            img = torch.zeros(n_bins, 3, dtype=i64, device=device)
-            txy = []
-            for k, o in ((0, o0), (1, o1)):
-                t = bcoord[:, k] + o
-                if periodic[k]:
-                    img[:, k] = torch.div(t, bn[:, k], rounding_mode="floor")
-                    t = t - img[:, k] * bn[:, k]
-                elif o != 0:
-                    inside = (t >= 0) & (t < bn[:, k])
-                    valid = inside if valid is None else valid & inside
-                txy.append(t)
-            colkey = bbase + (txy[0] * bn[:, 1] + txy[1]) * nz_
-            zl = z if own else z - mz
-            zh = z + mz
-            if periodic[2]:
-                i_first = torch.div(zl, nz_, rounding_mode="floor")
-                i_last = torch.div(zh, nz_, rounding_mode="floor")
-                span = i_last - i_first
-                if valid is not None:
-                    span = span[valid]
-                n_pieces = int(span.max()) + 1 if span.numel() > 0 else 0
-            else:
-                zl, zh = zl.clamp(min=0), torch.minimum(zh, nz_ - 1)
-                n_pieces = 1
-            for piece in range(n_pieces):
-                if periodic[2]:
-                    iz = i_first + piece
-                    ok = iz <= i_last
-                    base_z = iz * nz_
-                    lo = torch.maximum(zl, base_z) - base_z
-                    hi = torch.minimum(zh, base_z + nz_ - 1) - base_z
-                else:
-                    iz = None
-                    ok = zl <= zh
-                    lo, hi = zl, zh
-                if valid is not None:
-                    ok = ok & valid
-                start, end = atom_range(colkey + lo, colkey + hi)
-                if own and piece == 0:
-                    # The run starts with a's own bin (image 0): only senders b > a.
-                    ca = end.index_select(0, atom_bin) - arange_n - 1
-                    sel = (ca > 0).nonzero().squeeze(1)
-                    e_a.append(sel)
-                    e_start.append(sel + 1)
-                    e_cnt.append(ca.index_select(0, sel))
-                    e_img.append(torch.zeros(sel.shape[0], 3, dtype=i64, device=device))
-                    continue
-                cb = torch.where(ok, end - start, torch.zeros_like(start))
-                sel = (cb > 0).nonzero().squeeze(1)
-                if sel.numel() == 0:
-                    continue
-                im = img.index_select(0, sel)
-                if iz is not None:
-                    im[:, 2] = iz.index_select(0, sel)
-                g_bin.append(sel)
-                g_start.append(start.index_select(0, sel))
-                g_cnt.append(cb.index_select(0, sel))
-                g_img.append(im)
 
-    if g_bin:
-        gb = torch.cat(g_bin)
-        reps = cnt.index_select(0, gb)
-        tot = int(reps.sum())
-        idx = torch.repeat_interleave(torch.arange(gb.shape[0], device=device), reps, output_size=tot)
-        local = torch.arange(tot, device=device) - (torch.cumsum(reps, 0) - reps).index_select(0, idx)
-        e_a.append(bstart.index_select(0, gb).index_select(0, idx) + local)
-        e_start.append(torch.cat(g_start).index_select(0, idx))
-        e_cnt.append(torch.cat(g_cnt).index_select(0, idx))
-        e_img.append(torch.cat(g_img).index_select(0, idx))
-        del gb, reps, idx, local, g_bin, g_start, g_cnt, g_img
+def _atom_range(grid: _Grid, klo: Tensor, khi: Tensor) -> Tuple[Tensor, Tensor]:
+    """Sorted atoms [start, end) of the bins with keys klo .. khi (inclusive)."""
+    if grid.first_atom is not None:
+        return (
+            grid.first_atom.index_select(0, klo.clamp(0, grid.n_bins)),
+            grid.first_atom.index_select(0, (khi + 1).clamp(0, grid.n_bins)),
+        )
+    return torch.searchsorted(grid.sorted_key, klo), torch.searchsorted(grid.sorted_key, khi, right=True)
 
-    ea = torch.cat(e_a)
+
+class _Column(NamedTuple):
+    """The target bin column (bin offset (o0, o1)) of every occupied bin."""
+
+    key: Tensor  # [B] global key of the column's z bin 0
+    image: Tensor  # [B, 3] int64 bin image of the column (z component 0)
+    valid: Optional[Tensor]  # [B] bool, None when every bin has the column
+
+
+class _ZPiece(NamedTuple):
+    """One piece of the z run of a column, within one periodic image along c."""
+
+    lo: Tensor  # [B] first z bin
+    hi: Tensor  # [B] last z bin
+    ok: Tensor  # [B] bool: the piece exists for the bin
+    image_z: Optional[Tensor]  # [B] image along c; None for an open z axis
+
+
+def _candidate_ranges(grid: _Grid, periodic: List[bool]) -> Optional[_Ranges]:
+    """Step 3b: the candidate ranges of every atom, or None when there are none.
+
+    Bin columns (o0, o1) in half of the plane; the column (0, 0) covers z offsets 0 .. m
+    (offset 0: senders after the receiver in its own bin). Ranges are found per occupied bin,
+    then given to each atom of the bin."""
+    own_bin: List[_Ranges] = []
+    per_bin: List[_Ranges] = []  # receiver = occupied bin
+    for o0, o1 in _column_offsets(grid.max_reach):
+        own = o0 == 0 and o1 == 0
+        column = _column(grid, o0, o1, periodic)
+        for k, piece in enumerate(_z_pieces(grid, own, column.valid, periodic[2])):
+            start, end = _atom_range(grid, column.key + piece.lo, column.key + piece.hi)
+            if own and k == 0:
+                # The run starts with the receiver's own bin (image 0): only senders b > a.
+                own_bin.append(_own_bin_ranges(grid, end))
+                continue
+            cb = torch.where(piece.ok, end - start, torch.zeros_like(start))
+            sel = (cb > 0).nonzero().squeeze(1)
+            if sel.numel() == 0:
+                continue
+            im = column.image.index_select(0, sel)
+            if piece.image_z is not None:
+                im[:, 2] = piece.image_z.index_select(0, sel)
+            per_bin.append(_Ranges(sel, start.index_select(0, sel), cb.index_select(0, sel), im))
+
+    entries = own_bin + ([_bins_to_atoms(grid, per_bin)] if per_bin else [])
+    del own_bin, per_bin
+    ea = torch.cat([e.receiver for e in entries])
     if ea.numel() == 0:
-        e = torch.zeros(0, dtype=i64, device=device)
-        return e, e, torch.zeros(0, 3, dtype=i64, device=device)
-    est = torch.cat(e_start)
-    ecnt = torch.cat(e_cnt)
-    eimg = torch.cat(e_img)
-    del e_a, e_start, e_cnt, e_img
+        return None
+    return _Ranges(
+        ea,
+        torch.cat([e.start for e in entries]),
+        torch.cat([e.count for e in entries]),
+        torch.cat([e.image for e in entries]),
+    )
 
-    # Receiver position minus the lattice translation of the senders, per entry.
-    ps64 = pw.index_select(0, order)
-    q = ps64.index_select(0, ea)
-    if boxes is not None:
-        nzi = (eimg != 0).any(dim=1).nonzero().squeeze(1)
-        if nzi.numel() > 0:
-            imf = eimg.index_select(0, nzi).to(f64)
-            if shared:
-                sv = imf @ b64
-            else:
-                bb = boxes.index_select(0, bsys.index_select(0, atom_bin.index_select(0, ea.index_select(0, nzi))))
-                sv = torch.bmm(imf.unsqueeze(1), bb).squeeze(1)
-            q.index_add_(0, nzi, sv, alpha=-1)
-    q = q.to(sdt)
-    ps = ps64.to(sdt)
-    del ps64
 
-    # Expand the ranges into candidate pairs, in chunks, and keep those within the cutoff.
-    cs2 = cs * cs
-    cls2 = cls * cls
-    csum = torch.cumsum(ecnt, 0)
-    total = int(csum[-1])
-    n_e = ecnt.shape[0]
-    if total <= _CHUNK:
-        bounds = [0, n_e]
+def _column_offsets(max_reach: List[int]) -> Iterator[Tuple[int, int]]:
+    """Bin column offsets (o0, o1) of one half of the plane, (0, 0) first."""
+    for o0 in range(0, max_reach[0] + 1):
+        for o1 in range(-max_reach[1] if o0 > 0 else 0, max_reach[1] + 1):
+            yield o0, o1
+
+
+def _column(grid: _Grid, o0: int, o1: int, periodic: List[bool]) -> _Column:
+    """The column at bin offset (o0, o1) of every occupied bin: periodic indices wrapped (the
+    wrap count is the image), open columns off the grid or beyond a bin's m not valid."""
+    bm, bn = grid.reach, grid.nbins
+    valid = None if grid.uniform_reach else (bm[:, 0] >= o0) & (bm[:, 1] >= abs(o1))
+    img = torch.zeros(bn.shape[0], 3, dtype=torch.long, device=bn.device)
+    txy = []
+    for k, o in ((0, o0), (1, o1)):
+        t = grid.coord[:, k] + o
+        if periodic[k]:
+            img[:, k] = torch.div(t, bn[:, k], rounding_mode="floor")
+            t = t - img[:, k] * bn[:, k]
+        elif o != 0:
+            inside = (t >= 0) & (t < bn[:, k])
+            valid = inside if valid is None else valid & inside
+        txy.append(t)
+    return _Column(grid.base + (txy[0] * bn[:, 1] + txy[1]) * bn[:, 2], img, valid)
+
+
+def _z_pieces(grid: _Grid, own: bool, valid: Optional[Tensor], periodic_z: bool) -> Iterator[_ZPiece]:
+    """The z bins z - m .. z + m of a column (z .. z + m for the own column), split where a
+    periodic index wraps; one piece per image along c (open z: one piece, clamped)."""
+    z, nz_, mz = grid.coord[:, 2], grid.nbins[:, 2], grid.reach[:, 2]
+    zl = z if own else z - mz
+    zh = z + mz
+    if periodic_z:
+        i_first = torch.div(zl, nz_, rounding_mode="floor")
+        i_last = torch.div(zh, nz_, rounding_mode="floor")
+        span = i_last - i_first
+        if valid is not None:
+            span = span[valid]
+        n_pieces = int(span.max()) + 1 if span.numel() > 0 else 0
     else:
-        marks = torch.arange(_CHUNK, total, _CHUNK, device=device)
-        cuts = torch.searchsorted(csum, marks, right=True).tolist()
-        bounds = sorted(set([0, n_e] + [c for c in cuts if 0 < c < n_e]))
+        zl, zh = zl.clamp(min=0), torch.minimum(zh, nz_ - 1)
+        n_pieces = 1
+    for piece in range(n_pieces):
+        if periodic_z:
+            iz = i_first + piece
+            ok = iz <= i_last
+            base_z = iz * nz_
+            lo = torch.maximum(zl, base_z) - base_z
+            hi = torch.minimum(zh, base_z + nz_ - 1) - base_z
+        else:
+            iz = None
+            ok = zl <= zh
+            lo, hi = zl, zh
+        if valid is not None:
+            ok = ok & valid
+        yield _ZPiece(lo, hi, ok, iz)
+
+
+def _own_bin_ranges(grid: _Grid, end: Tensor) -> _Ranges:
+    """Ranges of the run that starts with each atom's own bin (image 0): senders after the
+    receiver up to ``end`` [B] of its bin's run."""
+    n = grid.order.shape[0]
+    ca = end.index_select(0, grid.atom_bin) - torch.arange(n, device=end.device) - 1
+    sel = (ca > 0).nonzero().squeeze(1)
+    image = torch.zeros(sel.shape[0], 3, dtype=torch.long, device=end.device)
+    return _Ranges(sel, sel + 1, ca.index_select(0, sel), image)
+
+
+def _bins_to_atoms(grid: _Grid, per_bin: List[_Ranges]) -> _Ranges:
+    """Ranges found per occupied bin, given to every atom of the bin."""
+    gb = torch.cat([g.receiver for g in per_bin])
+    device = gb.device
+    reps = grid.count.index_select(0, gb)
+    tot = int(reps.sum())
+    idx = torch.repeat_interleave(torch.arange(gb.shape[0], device=device), reps, output_size=tot)
+    local = torch.arange(tot, device=device) - (torch.cumsum(reps, 0) - reps).index_select(0, idx)
+    return _Ranges(
+        grid.start.index_select(0, gb).index_select(0, idx) + local,
+        torch.cat([g.start for g in per_bin]).index_select(0, idx),
+        torch.cat([g.count for g in per_bin]).index_select(0, idx),
+        torch.cat([g.image for g in per_bin]).index_select(0, idx),
+    )
+
+
+def _expand_and_filter(frame: _Frame, grid: _Grid, ranges: _Ranges) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+    """Step 4: expand the ranges into candidate pairs, in chunks of at most about _CHUNK, and
+    keep those within the search cutoffs. Returns the pieces of (i, j, image): original atom
+    indices, image relative to the positions as given."""
+    device = grid.order.device
+    order, shift = grid.order, frame.shift
+    ea, est, ecnt, eimg = ranges
+    q, ps = _receivers_and_senders(frame, grid, ranges)
+
+    cs2 = frame.cutoff * frame.cutoff
+    cls2 = frame.cutoff_lower * frame.cutoff_lower
+    csum = torch.cumsum(ecnt, 0)
+    bounds = _chunk_bounds(csum)
     out_i: List[Tensor] = []
     out_j: List[Tensor] = []
     out_img: List[Tensor] = []
@@ -564,14 +533,38 @@ def _search(
         out_j.append(j)
         out_img.append(image)
         del i, j, image, ent
+    return out_i, out_j, out_img
 
-    del ea, est, ecnt, eimg, q, ps, csum
-    i = torch.cat(out_i)
-    del out_i
-    j = torch.cat(out_j)
-    del out_j
-    image = torch.cat(out_img)
-    return i, j, image
+
+def _receivers_and_senders(frame: _Frame, grid: _Grid, ranges: _Ranges) -> Tuple[Tensor, Tensor]:
+    """Per entry, the receiver's wrapped position minus the lattice translation of the senders
+    [R, 3], and the wrapped positions of the sorted atoms [N, 3], both in the search dtype."""
+    ps64 = frame.wrapped.index_select(0, grid.order)
+    q = ps64.index_select(0, ranges.receiver)
+    if frame.boxes is not None:
+        nzi = (ranges.image != 0).any(dim=1).nonzero().squeeze(1)
+        if nzi.numel() > 0:
+            imf = ranges.image.index_select(0, nzi).to(torch.float64)
+            if frame.shared_box is not None:
+                sv = imf @ frame.shared_box
+            else:
+                receiver_bin = grid.atom_bin.index_select(0, ranges.receiver.index_select(0, nzi))
+                receiver_sys = grid.sys.index_select(0, receiver_bin)
+                sv = torch.bmm(imf.unsqueeze(1), frame.boxes.index_select(0, receiver_sys)).squeeze(1)
+            q.index_add_(0, nzi, sv, alpha=-1)
+    return q.to(frame.dtype), ps64.to(frame.dtype)
+
+
+def _chunk_bounds(csum: Tensor) -> List[int]:
+    """Entry boundaries [0, ..., R] of the chunks, from the inclusive prefix sum ``csum`` [R]
+    of the entries' candidate counts: a new chunk starts after every _CHUNK candidates."""
+    total = int(csum[-1])
+    n_e = csum.shape[0]
+    if total <= _CHUNK:
+        return [0, n_e]
+    marks = torch.arange(_CHUNK, total, _CHUNK, device=csum.device)
+    cuts = torch.searchsorted(csum, marks, right=True).tolist()
+    return sorted(set([0, n_e] + [c for c in cuts if 0 < c < n_e]))
 
 
 def _mirror_and_sort(half: List[Tensor], n: int, loop: bool) -> Tuple[Tensor, Tensor]:

@@ -13,21 +13,23 @@ the cell moves atoms by a lattice vector and forces a rebuild.
 ``skin`` is in the model's length unit; 0 rebuilds on every call.
 
 :class:`VerletNeighborList` re-filters the cached candidates on every call with the exact
-rule of :func:`fastnnp.neighbors.neighbor_list`, so its output is bit-identical to it.
+rule of :func:`fastnnp.neighbors.neighbor_list` (:func:`.edges.within_cutoffs`), so its output
+is bit-identical to it.
 :class:`VerletNeighborTable` caches the Triton search's table as is (see its docstring).
-:func:`use_verlet_skin` gives every representation of a model its own cache.
+:func:`use_verlet_skin` gives every search hook of a model (its representations' and its
+pair priors') its own cache.
 """
 
 import math
-from typing import TYPE_CHECKING, Callable, Hashable, Iterator, Optional
+from typing import Callable, Hashable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .cell_list import NeighborList, _check_inputs, _edge_vectors, _safe_norm, neighbor_list
-
-if TYPE_CHECKING:
-    from ..kernels.common.neighbor_search import NeighborTable
+from .cell_list import NeighborList, neighbor_list
+from .checks import check_search_inputs
+from .edges import edge_vectors, safe_norm, within_cutoffs
+from .table import NeighborTable
 
 
 def check_skin(skin: float) -> float:
@@ -98,7 +100,7 @@ class VerletNeighborList(_SkinCache):
     (edge_index, image) kept. Every call recomputes their lengths from the given ``pos`` /
     ``box``, keeps ``cutoff_lower <= d < cutoff_upper`` plus, with ``loop``, the (i, i, image 0)
     self loops, and computes ``edge_vec`` / ``edge_weight`` for those with
-    ``neighbor_list``'s own functions, so gradients reach ``pos`` and ``box``. The kept
+    ``neighbor_list``'s own functions (:mod:`.edges`), so gradients reach ``pos`` and ``box``. The kept
     candidates are in sorted order, hence so is the output. ``builds`` counts the searches.
 
     Shapes as for ``neighbor_list``: pos [N, 3], batch [N], box None, (3, 3) or (S, 3, 3);
@@ -119,7 +121,7 @@ class VerletNeighborList(_SkinCache):
         box: Optional[Tensor] = None,
         loop: bool = False,
     ) -> NeighborList:
-        pos, batch, box, _, cu, cl = _check_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
+        pos, batch, box, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
         settings = (cu, cl, bool(loop))
         if not self._valid(pos, batch, box, settings):
             upper, lower = self._widened(pos, box, cu, cl)
@@ -130,15 +132,14 @@ class VerletNeighborList(_SkinCache):
         boxc = None if box is None else box.to(pos.dtype)
         edge_index, image = self._edge_index, self._image
         with torch.no_grad():
-            d = _safe_norm(_edge_vectors(pos, boxc, batch, edge_index[0], edge_index[1], image))
-            keep = (d >= cl) & (d < cu)
+            keep = within_cutoffs(pos, boxc, batch, edge_index[0], edge_index[1], image, cl, cu)
             if loop:
                 keep |= (edge_index[0] == edge_index[1]) & (image == 0).all(dim=1)
             if not bool(keep.all()):
                 sel = keep.nonzero().squeeze(1)
                 edge_index, image = edge_index.index_select(1, sel), image.index_select(0, sel)
-        edge_vec = _edge_vectors(pos, boxc, batch, edge_index[0], edge_index[1], image)
-        return NeighborList(edge_index, edge_vec, _safe_norm(edge_vec), image)
+        edge_vec = edge_vectors(pos, boxc, batch, edge_index[0], edge_index[1], image)
+        return NeighborList(edge_index, edge_vec, safe_norm(edge_vec), image)
 
 
 class VerletNeighborTable(_SkinCache):
@@ -166,8 +167,8 @@ class VerletNeighborTable(_SkinCache):
         cutoff_lower: float = 0.0,
         box: Optional[Tensor] = None,
         capacity: Optional[int] = None,
-    ) -> "NeighborTable":
-        pos, batch, box, _, cu, cl = _check_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
+    ) -> NeighborTable:
+        pos, batch, box, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
         settings = (cu, cl)
         wide_enough = capacity is None or (self._table is not None and capacity <= self._table.neighbors.shape[1])
         if not (wide_enough and self._valid(pos, batch, box, settings)):
@@ -187,7 +188,9 @@ def _neighbor_table() -> Callable:
 
 
 def _searches(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
-    """(module, attribute name) of every neighbour search a representation of ``model`` calls."""
+    """(module, attribute name) of every neighbour search hook in ``model``: ``neighbor_search``
+    (a :func:`neighbor_list`-like callable: representations, the ZBL and D2 priors) and
+    ``table_search`` (a ``neighbor_table``-like callable: Triton representations)."""
     for module in model.modules():
         for name in ("neighbor_search", "table_search"):
             if hasattr(module, name):
@@ -195,9 +198,10 @@ def _searches(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
 
 
 def use_verlet_skin(model: nn.Module, skin: float) -> None:
-    """Give every representation in ``model`` (TensorNet, ET, GN, TritonTensorNet, also
-    inside ensembles) its own Verlet cache with ``skin`` (length units); ``skin=0`` restores
-    the plain searches. Raises ValueError for a negative or non-finite ``skin``."""
+    """Give every neighbour search in ``model`` (of the representations TensorNet, ET, GN,
+    TritonTensorNet and of the priors ZBL and D2, also inside ensembles) its own Verlet cache
+    with ``skin`` (length units); ``skin=0`` restores the plain searches. Raises ValueError
+    for a negative or non-finite ``skin``."""
     skin = check_skin(skin)
     for module, name in _searches(model):
         if name == "neighbor_search":

@@ -9,8 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastnnp.kernels.common.neighbor_search import NeighborTable
-from fastnnp.neighbors import neighbor_list
+from fastnnp.neighbors import NeighborTable, neighbor_list, table_from_list
 
 CUTOFF = 4.0
 
@@ -36,18 +35,13 @@ def random_system(kind: str, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Opt
 def reference_table(
     pos: Tensor, batch: Tensor, box: Optional[Tensor], cutoff: float = CUTOFF, cutoff_lower: float = 0.0
 ) -> tuple[NeighborTable, Tensor]:
-    """The pure-torch neighbour list as a padded table, and its edge vectors [N, K, 3]."""
+    """The pure-torch neighbour list as a padded table three slots wider than the largest
+    neighbour count, and its edge vectors [N, K, 3] (0 in the padding)."""
     graph = neighbor_list(pos, batch, cutoff, cutoff_lower, box=box, loop=False)
-    receiver, sender = graph.edge_index
     n = pos.shape[0]
-    counts = torch.bincount(receiver, minlength=n)
-    capacity = max(1, int(counts.max()) + 3)
-    slot = torch.arange(receiver.shape[0]) - (torch.cumsum(counts, 0) - counts)[receiver]
-    neighbors = torch.arange(n)[:, None].repeat(1, capacity)
-    neighbors[receiver, slot] = sender
-    images = torch.zeros(n, capacity, 3, dtype=torch.int32)
-    images[receiver, slot] = graph.image.to(torch.int32)
+    capacity = max(1, int(torch.bincount(graph.edge_index[0], minlength=n).max()) + 3)
+    table = table_from_list(graph, n, capacity)
+    # the list is sorted by receiver, so its edges fill the used slots in row-major order
     vec = torch.zeros(n, capacity, 3, dtype=pos.dtype)
-    vec[receiver, slot] = graph.edge_vec
-    table = NeighborTable(neighbors.to(torch.int32), images, counts.to(torch.int32))
+    vec[torch.arange(capacity) < table.counts[:, None]] = graph.edge_vec
     return table, vec

@@ -2,7 +2,8 @@
 
 Layout
 ------
-``NeighborTable`` holds, for N atoms and a capacity K:
+A :class:`~fastnnp.neighbors.table.NeighborTable` (defined in :mod:`fastnnp.neighbors.table`,
+re-exported here with :func:`table_vectors`), for N atoms and a capacity K:
 
 * ``neighbors`` [N, K] int32: row i lists the senders j of receiver i in slots 0 .. counts[i]-1
   (in search order, not sorted); the padding slots hold i itself.
@@ -19,15 +20,16 @@ used as is (e.g. inside a CUDA graph: pass the returned K back as ``capacity``).
 
 Algorithm
 ---------
-1. (torch, float64) With a box, fractional coordinates are wrapped into [0, 1), the integer
-   part s_i is remembered and the kernel gets the wrapped Cartesian positions. Along every
+1. (torch, float64, :func:`_bin_atoms`) With a box, fractional coordinates are wrapped into
+   [0, 1), the integer part s_i is remembered and the kernel gets the wrapped Cartesian
+   positions (:func:`fastnnp.neighbors.cells.cell_frame`, batched per atom). Along every
    lattice axis k a system gets n_k = max(1, floor(h_k / cutoff)) bins, h_k being the cell
    height perpendicular to face k; open boundaries bin the atoms' bounding box along x, y, z
    with bins at least a cutoff wide. A system has at most 2 bins per atom (coarser bins are
    only slower). Two atoms closer than the cutoff are at most m_k = ceil(cutoff n_k / h_k)
    bins apart: 1, more for a cell thinner than the cutoff. Each system owns a contiguous
    block of global bin ids (z fastest); atoms are sorted by bin and ``bin_start`` gives the
-   atom range of every bin.
+   atom range of every bin (:mod:`fastnnp.neighbors.cells`).
 2. (Triton) One program per receiver, in bin-sorted order. It visits the (2m_0+1)(2m_1+1)
    neighbouring bin columns (periodic indices wrapped, the wrap counts giving the lattice
    translation t of the senders; open columns off the grid are empty); the z bins
@@ -50,8 +52,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ...neighbors.cell_list import _check_inputs
+from ...neighbors.cells import bin_coords, bin_starts, cell_frame, sort_into_bins
+from ...neighbors.checks import check_search_inputs
+from ...neighbors.table import NeighborTable, table_vectors
 from .compile_case import CompileCase
+
+__all__ = ["NeighborTable", "neighbor_table", "table_vectors"]
 
 # Senders tested per step of the kernel's inner loop.
 _BLOCK = 32
@@ -59,14 +65,6 @@ _BLOCK = 32
 _CAPACITY_MARGIN = 1.25
 # Refuse nearly degenerate cells that need more neighbouring bins than this.
 _MAX_BIN_OFFSETS = 1_000_000
-
-
-class NeighborTable(NamedTuple):
-    """neighbors [N, K] int32, images [N, K, 3] int32, counts [N] int32 (see module docstring)."""
-
-    neighbors: Tensor
-    images: Tensor
-    counts: Tensor
 
 
 @triton.jit
@@ -220,7 +218,7 @@ def neighbor_table(
         ValueError: bad shapes, singular or non-finite box, non-finite positions, bad cutoffs
             or capacity, or a cell so thin that the search would be degenerate.
     """
-    pos, batch, box, _, cu, cl = _check_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
+    pos, batch, box, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
     if capacity is not None and (isinstance(capacity, bool) or int(capacity) != capacity or capacity < 1):
         raise ValueError(f"capacity must be a positive integer, got {capacity}")
     n = pos.shape[0]
@@ -234,22 +232,6 @@ def neighbor_table(
         if need > k:  # overflow: search again with room for every neighbour
             table = _search(bins, n, _round16(need + need // 8), cu, cl, box is not None)
     return table
-
-
-def table_vectors(table: NeighborTable, pos: Tensor, batch: Tensor, box: Tensor | None) -> Tensor:
-    """Edge vectors [N, K, 3] ``pos[i] - pos[j] - images @ box[system of i]``, differentiable
-    in ``pos`` and ``box``. Padding entries (j = i, image 0) give exactly 0.
-
-    ``box`` is None, (3, 3), (1, 3, 3) or (S, 3, 3), as passed to :func:`neighbor_table`.
-    """
-    vec = pos.unsqueeze(1) - pos[table.neighbors.long()]
-    if box is None:
-        return vec
-    img = table.images.to(pos.dtype)
-    box = box.to(pos.dtype)
-    if box.dim() == 2 or box.shape[0] == 1:
-        return vec - img @ box.reshape(3, 3)
-    return vec - torch.bmm(img, box.index_select(0, batch))
 
 
 def _search(bins: _Bins, n: int, k: int, cu: float, cl: float, periodic: bool) -> NeighborTable:
@@ -304,23 +286,13 @@ def _bin_atoms(pos: Tensor, batch: Tensor, box: Tensor | None, cu: float) -> _Bi
         boxes = torch.zeros(n_sys, 3, 3, dtype=f64, device=device)
         volume = extent.clamp(min=cu).prod(dim=1)
     else:
-        boxes3 = box.detach().to(f64).reshape(-1, 3, 3)
-        boxes3 = boxes3.expand(n_sys, 3, 3) if boxes3.shape[0] == 1 else boxes3[:n_sys]
-        bsys = boxes3.index_select(0, batch)
-        frac = torch.bmm(p.unsqueeze(1), torch.linalg.inv(boxes3).index_select(0, batch)).squeeze(1)
-        fl = torch.floor(frac)
-        shift = fl.to(i64)
-        wrapped = p - torch.bmm(fl.unsqueeze(1), bsys).squeeze(1)
-        volume = torch.linalg.det(boxes3).abs()
-        # Cell height perpendicular to each face: V / |b x c|, V / |c x a|, V / |a x b|.
-        rows = boxes3.unbind(1)
-        heights = torch.stack(
-            [volume / torch.linalg.cross(rows[(k + 1) % 3], rows[(k + 2) % 3]).norm(dim=1) for k in range(3)], dim=1
-        )
+        b64 = box.detach().to(f64).reshape(-1, 3, 3)
+        # every atom's cell applied by a batched product, even for a shared box
+        cells = cell_frame(p, batch, b64[0] if b64.shape[0] == 1 else b64, n_sys, batched=True)
+        shift, wrapped, volume, heights, boxes = cells.shift, cells.wrapped, cells.volume, cells.heights, cells.boxes
         nb = _cap_bins(torch.floor(heights / cs).clamp(min=1), per_sys)
         reach = torch.ceil(cs * nb / heights)
-        u = (frac - fl) * nb.index_select(0, batch)
-        boxes = boxes3
+        u = cells.frac * nb.index_select(0, batch)
     offsets = int((2 * reach + 1).prod(dim=1).max())
     if offsets > _MAX_BIN_OFFSETS:
         raise ValueError(
@@ -329,15 +301,9 @@ def _bin_atoms(pos: Tensor, batch: Tensor, box: Tensor | None, cu: float) -> _Bi
         )
 
     nb_i = nb.to(i64)
-    binc = torch.minimum(torch.floor(u).clamp(min=0), (nb - 1).index_select(0, batch)).to(i64)
-    bins_per_sys = nb_i.prod(dim=1)
-    base = torch.cumsum(bins_per_sys, 0) - bins_per_sys
-    nbs = nb_i.index_select(0, batch)
-    gid = base.index_select(0, batch) + (binc[:, 0] * nbs[:, 1] + binc[:, 1]) * nbs[:, 2] + binc[:, 2]
-    order = torch.argsort(gid, stable=True)
-    n_bins = int(bins_per_sys.sum())
-    bin_start = torch.zeros(n_bins + 1, dtype=i64, device=device)
-    bin_start[1:] = torch.cumsum(torch.bincount(gid, minlength=n_bins), 0)
+    binc = bin_coords(u, nb, batch)
+    binned = sort_into_bins(binc, nb_i, batch)
+    order = binned.order
 
     # Capacity: expected neighbours at the system's mean density (an open system has at most
     # its atom count - 1).
@@ -353,9 +319,9 @@ def _bin_atoms(pos: Tensor, batch: Tensor, box: Tensor | None, cu: float) -> _Bi
         sys=batch.index_select(0, order).to(i32),
         nbins=nb_i.contiguous(),
         reach=reach.to(i64).contiguous(),
-        base=base.contiguous(),
+        base=binned.base.contiguous(),
         box=_pad4(boxes.to(kdt)),
-        bin_start=bin_start,
+        bin_start=bin_starts(binned.key, binned.n_bins),
         capacity=_round16(float(expected.max())),
     )
 

@@ -12,6 +12,7 @@ from fastnnp.kernels.common import neighbor_search as ns
 from fastnnp.kernels.common.neighbor_search import NeighborTable, neighbor_table, table_vectors
 
 from fastnnp.neighbors import neighbor_list
+from fastnnp.neighbors.cells import cell_frame
 
 # --------------------------------------------------------------------------------------
 # helpers
@@ -146,6 +147,23 @@ def test_orthorhombic_box():
     k = table.neighbors.shape[1]
     assert k == ns._bin_atoms(pos, one_system(24), torch.diag(edges), 3.2).capacity
     assert k % 16 == 0 and k < 2 * int(table.counts.max()) + 16
+
+
+@pytest.mark.parametrize("per_system", [False, True], ids=["shared", "per-system"])
+def test_bins_hold_the_batched_cell_frame(per_system):
+    """The kernel tests the wrapped positions of fastnnp.neighbors.cells.cell_frame with the
+    batched product per atom (even for a shared box), bit for bit."""
+    gen = torch.Generator().manual_seed(8)
+    boxes = torch.stack([random_box(gen, 9.0), random_box(gen, 8.0)])
+    batch = torch.repeat_interleave(torch.arange(2), torch.tensor([14, 10]))
+    box = boxes if per_system else boxes[0]
+    pos = torch.cat([inside(gen, 14, boxes[0]), inside(gen, 10, boxes[int(per_system)])]) - 3.0
+    bins = ns._bin_atoms(pos, batch, box, 3.0)
+    frame = cell_frame(pos, batch, box, 2, batched=True)
+    order = bins.atom.long()
+    assert torch.equal(bins.pos[:, :3], frame.wrapped[order]) and not bool(bins.pos[:, 3].any())
+    assert torch.equal(bins.shift[:, :3], frame.shift[order].to(torch.int32)) and bool(bins.shift.any())
+    assert torch.equal(bins.box[:, :, :3], frame.boxes)
 
 
 def test_triclinic_boxes_per_system():
