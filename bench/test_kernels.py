@@ -233,7 +233,7 @@ def _per_atom_check(kernel: Callable[..., Tensor], reference: Callable[..., Tens
         full[rows] = grad.float()
         got = torch.autograd.grad(out, [x32[k] for k in leaves], full)
         expected = torch.autograd.grad(ref, [x64[k] for k in leaves], grad)
-        for name, g, e in zip(leaves, got, expected):
+        for name, g, e in zip(leaves, got, expected, strict=True):
             torch.testing.assert_close(g[rows].double(), e, **TOL, msg=lambda m, name=name: f"gradient for {name}: {m}")
 
     return check

@@ -30,6 +30,7 @@ import argparse
 import csv
 import glob
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -73,7 +74,7 @@ def run_tool(tool: str, config: Path, log_dir: Path, threads: int) -> dict:
     wall = time.time() - start
     snapshots = sorted(glob.glob(str(log_dir / "epoch=*.ckpt")), key=lambda p: int(re.search(r"epoch=(\d+)", p)[1]))
     stamps = [os.path.getmtime(p) for p in snapshots]
-    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    intervals = [b - a for a, b in itertools.pairwise(stamps)]
     return {
         "command": " ".join(command),
         "wall_s": wall,

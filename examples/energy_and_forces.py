@@ -24,7 +24,7 @@ z = torch.cat([torch.as_tensor(m.numbers) for m in molecules])
 pos = torch.cat([torch.as_tensor(m.positions, dtype=torch.float32) for m in molecules])
 batch = torch.cat([torch.full((len(m),), i) for i, m in enumerate(molecules)])
 energy, forces = model(z, pos, batch)
-for m, e in zip(molecules, energy[:, 0].tolist()):
+for m, e in zip(molecules, energy[:, 0].tolist(), strict=True):
     print(f"{m.get_chemical_formula():>8}: energy {e:9.4f}")
 print(f"largest force component {forces.abs().max():.4f}")
 

@@ -253,7 +253,7 @@ def _groups(images: Sequence[Atoms], max_atoms: int, properties: Sequence[str]) 
     kinds = [_periodicity(atoms, properties) for atoms in images]
     groups: list[tuple[list[int], bool]] = []
     size = 0
-    for k, (atoms, periodic) in enumerate(zip(images, kinds)):
+    for k, (atoms, periodic) in enumerate(zip(images, kinds, strict=True)):
         if groups and periodic == groups[-1][1] and size + len(atoms) <= max_atoms:
             groups[-1][0].append(k)
             size += len(atoms)
@@ -296,7 +296,7 @@ def _split(host: dict[str, np.ndarray], sizes: list[int]) -> dict[str, list]:
     results: dict[str, list] = {}
     for name, value in host.items():
         if name.startswith(("forces", "energies")):
-            results[name] = [value[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            results[name] = [value[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         elif name.startswith("stress"):
             results[name] = list(value)
         else:

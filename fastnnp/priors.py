@@ -373,7 +373,7 @@ def _prior_specs(hparams: dict) -> list[tuple[str, dict]]:
             f"using the first {min(len(names), len(kwargs))} as TorchMD-Net does",
             stacklevel=2,
         )
-    return [(name, dict(args or {})) for name, args in zip(names, kwargs)]
+    return [(name, dict(args or {})) for name, args in zip(names, kwargs, strict=False)]
 
 
 def build_priors(hparams: dict) -> list[Prior]:

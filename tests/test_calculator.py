@@ -155,7 +155,7 @@ def test_calculate_batch_equals_one_at_a_time(tensornet64):
     images = [reference_molecule(0), triclinic_cell(1), reference_molecule(4), periodic_box(), triclinic_cell(5)]
     images[2].info["charge"] = -1
     batched = tensornet64.calculate_batch(images, properties=["energy", "forces", "energies"], max_atoms=120)
-    for atoms, result in zip(images, batched):
+    for atoms, result in zip(images, batched, strict=True):
         atoms.calc = tensornet64
         assert result["energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
         assert result["free_energy"] == result["energy"]
@@ -291,7 +291,7 @@ def test_the_verlet_skin_covers_a_pair_prior():
             atoms.positions = atoms.positions + 0.01 * rng.standard_normal(atoms.positions.shape)
             results.append((atoms.get_potential_energy(), atoms.get_forces()))
         assert neighbor_builds(model) == (0 if skin == 0 else 2)  # representation + prior, once each
-    for (e0, f0), (e1, f1) in zip(results[:3], results[3:]):
+    for (e0, f0), (e1, f1) in zip(results[:3], results[3:], strict=True):
         assert e0 == e1
         np.testing.assert_array_equal(f0, f1)
 

@@ -16,7 +16,7 @@ def _inputs(data_dir):
 def test_list_and_zip_ensembles_average_their_members(data_dir, tmp_path):
     paths = [data_dir / "tensornet" / "model.ckpt", data_dir / "tensornet" / "model_legacy_layout.ckpt"]
     z, pos, batch = _inputs(data_dir)
-    members = [fastnnp.load_model(p, layout=layout) for p, layout in zip(paths, ["current", "legacy"])]
+    members = [fastnnp.load_model(p, layout=layout) for p, layout in zip(paths, ["current", "legacy"], strict=True)]
     outputs = [m(z, pos, batch) for m in members]
     ensemble = fastnnp.load_model([str(paths[0]), str(paths[0])], return_std=True)
     e_mean, f_mean, e_std, f_std = ensemble(z, pos, batch)

@@ -129,7 +129,7 @@ def test_output_module_parity(tmn_name, our_name, hidden, reduce_op, dtype):
     close(a1, a0)
     close(r1, r0)
     close(o1, o0)
-    for mine, ref in zip(g1, g0):
+    for mine, ref in zip(g1, g0, strict=True):
         if ref is None:
             assert mine is None or not mine.any()
         else:
@@ -169,7 +169,7 @@ def test_gated_block_zero_vectors(dtype):
             xo, vo = module(xx, vv)
         grads = torch.autograd.grad((xo**2).sum() + (vo**2).sum(), (xx, vv))
         outs.append((xo, vo) + grads)
-    for mine, ref in zip(outs[1], outs[0]):
+    for mine, ref in zip(outs[1], outs[0], strict=True):
         assert torch.isfinite(mine).all()
         close(mine, ref)
 
@@ -458,7 +458,7 @@ def test_energy_and_forces_with_all_priors(dtype, reduce_op, equivariant):
                                                                    dtype=dtype), tmn_head)
     priors = [copy_state(ours, theirs).to(dtype) for ours, theirs in zip(
         [fp.Atomref(max_z=20), fp.ZBL(**ZBL_ARGS), fp.D2(**D2_ARGS), fp.Coulomb(**COULOMB_ARGS)],
-        model.prior_model)]
+        model.prior_model, strict=True)]
     z, pos, batch, _, _ = make_batch(dtype, spread=3.0)
     extra = {"partial_charges": charges_for(2, len(z), dtype)}
     with warnings.catch_warnings():
@@ -496,7 +496,7 @@ ATOMREF_DISABLED = {"max_z": 20, "trainable": False, "enable": False}
 def test_build_priors_forms(hparams, expected):
     built = fp.build_priors(hparams)
     assert [type(p).__name__ for p in built] == [e[0] for e in expected]
-    for prior, exp in zip(built, expected):
+    for prior, exp in zip(built, expected, strict=True):
         if len(exp) > 1:
             assert prior.initial_atomref.shape == (exp[1], 1)
             assert prior.enable is exp[2]
@@ -504,7 +504,7 @@ def test_build_priors_forms(hparams, expected):
     if "LearnableAtomref" not in str(hparams):  # TorchMD-Net's own class rejects its init args
         theirs = create_prior_models(dict(hparams))
         assert [type(p).__name__ for p in theirs] == [type(p).__name__ for p in built]
-        for ours, their in zip(built, theirs):
+        for ours, their in zip(built, theirs, strict=True):
             copy_state(ours, their)
 
 
@@ -518,7 +518,7 @@ def test_build_priors_from_torchmd_train_checkpoint_args():
     assert "initial_box" in hparams["prior_args"][3]  # what TorchMD-Net's Coulomb cannot read
     built = fp.build_priors(hparams)
     assert [type(p).__name__ for p in built] == ["Atomref", "ZBL", "D2", "Coulomb", "Atomref"]
-    for ours, theirs in zip(built, tmn_list):
+    for ours, theirs in zip(built, tmn_list, strict=True):
         copy_state(ours, theirs)
     assert built[0].enable and not built[-1].enable
 

@@ -50,7 +50,7 @@ class OtherCpuUse:
 
     def share(self) -> float:
         """Fraction of all logical CPUs' time, 0 .. 1."""
-        wall, busy, own = (now - then for now, then in zip((time.monotonic(), *self._cpu_seconds()), self.start))
+        wall, busy, own = (now - then for now, then in zip((time.monotonic(), *self._cpu_seconds()), self.start, strict=True))
         return max(0.0, (busy - own) / (wall * psutil.cpu_count())) if wall > 0 else 0.0
 
     @staticmethod

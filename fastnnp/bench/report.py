@@ -149,7 +149,7 @@ def plot(report: dict, path: str) -> None:
                 (row["n_atoms"], row["atom_steps_per_s"], row["median_ms"]))
     labelled = set()
     for (backend, family), points in sorted(series.items(), key=lambda item: BACKENDS.index(item[0][0])):
-        atoms, rate, ms = zip(*sorted(points))
+        atoms, rate, ms = zip(*sorted(points), strict=True)
         label = None if backend in labelled else backend
         labelled.add(backend)
         style = dict(color=colours[backend], marker=MARKERS.get(family, "x"), label=label)

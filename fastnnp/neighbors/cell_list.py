@@ -505,7 +505,7 @@ def _expand_and_filter(frame: _Frame, grid: _Grid, ranges: _Ranges) -> Tuple[Lis
     out_i: List[Tensor] = []
     out_j: List[Tensor] = []
     out_img: List[Tensor] = []
-    for lo_e, hi_e in zip(bounds[:-1], bounds[1:]):
+    for lo_e, hi_e in zip(bounds[:-1], bounds[1:], strict=True):
         off0 = int(csum[lo_e - 1]) if lo_e > 0 else 0
         incl = csum[lo_e:hi_e] - off0
         tot = int(incl[-1])

@@ -118,7 +118,7 @@ def make_splits(
     if splits is not None:
         with np.load(splits) as f:
             idx = tuple(np.asarray(f[k], dtype=np.int64) for k in ("idx_train", "idx_val", "idx_test"))
-        for k, part in zip(("idx_train", "idx_val", "idx_test"), idx):
+        for k, part in zip(("idx_train", "idx_val", "idx_test"), idx, strict=True):
             if part.size and (part.min() < 0 or part.max() >= n):
                 raise ValueError(f"{splits}: {k} has indices outside the {n} frames of the data set")
         return idx
@@ -126,7 +126,7 @@ def make_splits(
     if sum(s is None for s in sizes) > 1:
         raise ValueError("only one of train_size, val_size, test_size may be None")
     is_float = [isinstance(s, float) for s in sizes]
-    sizes = [round(n * s) if f else s for s, f in zip(sizes, is_float)]
+    sizes = [round(n * s) if f else s for s, f in zip(sizes, is_float, strict=True)]
     if None in sizes:
         rest = sizes.index(None)
         sizes[rest] = n - sum(s for s in sizes if s is not None)

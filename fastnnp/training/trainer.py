@@ -348,7 +348,7 @@ class Trainer:
                              "lr_metric needs it")
         if self.is_main:
             np.savez(os.path.join(self.log_dir, "splits.npz"), idx_train=idx[0], idx_val=idx[1], idx_test=idx[2])
-        return dict(zip(("train", "val", "test"), idx))
+        return dict(zip(("train", "val", "test"), idx, strict=True))
 
     def _build_model(self) -> NeuralPotential:
         hparams = dict(self.config)

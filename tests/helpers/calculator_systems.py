@@ -1,6 +1,5 @@
 """Small ASE systems for the calculator tests, from the shipped TorchMD-Net reference data."""
 
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms

@@ -52,7 +52,7 @@ def reference(pos, batch, cutoff_upper, cutoff_lower=0.0, box=None, loop=False, 
             vec = diff - (imgs.astype(np.float64) @ cell)[None, None]
             d = np.sqrt((vec * vec).sum(-1))
             ii, jj, kk = np.nonzero((d < cutoff_upper) & (d >= cutoff_lower))
-            for a, b_, k in zip(ii.tolist(), jj.tolist(), kk.tolist()):
+            for a, b_, k in zip(ii.tolist(), jj.tolist(), kk.tolist(), strict=True):
                 img = tuple(imgs[k].tolist())
                 if a == b_ and img == (0, 0, 0):
                     continue
@@ -67,7 +67,7 @@ def as_dict(nl: NeighborList):
     ei = nl.edge_index.tolist()
     img = nl.image.tolist()
     w = nl.edge_weight.detach().double().tolist()
-    return {(a, b, tuple(c)): x for a, b, c, x in zip(ei[0], ei[1], img, w)}
+    return {(a, b, tuple(c)): x for a, b, c, x in zip(ei[0], ei[1], img, w, strict=True)}
 
 
 def check_structure(nl: NeighborList, pos, batch, box, cutoff_upper, cutoff_lower, loop):
@@ -78,7 +78,7 @@ def check_structure(nl: NeighborList, pos, batch, box, cutoff_upper, cutoff_lowe
     assert ei.shape == (2, e) and vec.shape == (e, 3) and w.shape == (e,) and img.shape == (e, 3)
     assert vec.dtype == pos.dtype and w.dtype == pos.dtype
     # sorted by receiver, then sender, then image; no duplicates
-    keys = list(zip(ei[0].tolist(), ei[1].tolist(), map(tuple, img.tolist())))
+    keys = list(zip(ei[0].tolist(), ei[1].tolist(), map(tuple, img.tolist()), strict=True))
     assert keys == sorted(keys)
     assert len(set(keys)) == len(keys)
     # no pairs across systems
@@ -203,7 +203,7 @@ def test_batch_with_boxes(dtype, shared_box):
     else:
         cells = [random_cell(rng, rng.uniform(2.0, 9.0, 3)) for _ in sizes]
         box = np.stack(cells)
-    pos = np.concatenate([rng.uniform(-0.2, 1.2, (k, 3)) @ c for k, c in zip(sizes, cells)])
+    pos = np.concatenate([rng.uniform(-0.2, 1.2, (k, 3)) @ c for k, c in zip(sizes, cells, strict=True)])
     run_case(pos, batch, 3.5, 0.0, box=box, loop=True, dtype=dtype)
     run_case(pos, batch, 3.5, 0.7, box=box, loop=False, dtype=dtype)
 
@@ -216,7 +216,7 @@ def test_mixed_pbc(dtype, pbc):
     rng = np.random.default_rng(sum(pbc))
     cells = [random_cell(rng, (5.0, 2.2, 6.0)), random_cell(rng, (3.0, 8.0, 4.0))]
     sizes = [40, 30]
-    pos = np.concatenate([rng.uniform(-1.0, 2.0, (k, 3)) @ c for k, c in zip(sizes, cells)])
+    pos = np.concatenate([rng.uniform(-1.0, 2.0, (k, 3)) @ c for k, c in zip(sizes, cells, strict=True)])
     batch = np.repeat([0, 1], sizes)
     nl, _ = run_case(pos, batch, 3.0, 0.0, box=np.stack(cells), loop=False, pbc=pbc, dtype=dtype)
     for k in range(3):
@@ -265,8 +265,8 @@ def test_atoms_far_outside_cell():
     check_structure(b, moved, batch, cell, 4.0, 0.0, False)
     i, j = b.edge_index
     image_a = b.image - shift[i] + shift[j]
-    key_a = sorted(zip(a.edge_index[0].tolist(), a.edge_index[1].tolist(), map(tuple, a.image.tolist())))
-    key_b = sorted(zip(i.tolist(), j.tolist(), map(tuple, image_a.tolist())))
+    key_a = sorted(zip(a.edge_index[0].tolist(), a.edge_index[1].tolist(), map(tuple, a.image.tolist()), strict=True))
+    key_b = sorted(zip(i.tolist(), j.tolist(), map(tuple, image_a.tolist()), strict=True))
     assert key_a == key_b
     assert torch.equal(a.edge_index, b.edge_index)
     torch.testing.assert_close(b.edge_weight, a.edge_weight, atol=1e-8, rtol=0)
@@ -290,7 +290,7 @@ def test_unpacked_sort_fallback(monkeypatch):
     packed, _ = run_case(pos, np.zeros(20, int), 3.0, 0.3, box=cell, loop=True)
     monkeypatch.setattr(nbmod, "_MAX_KEY", 1)
     unpacked, _ = run_case(pos, np.zeros(20, int), 3.0, 0.3, box=cell, loop=True)
-    for x, y in zip(packed, unpacked):
+    for x, y in zip(packed, unpacked, strict=True):
         assert torch.equal(x, y)
 
 
@@ -332,7 +332,7 @@ def test_loop_ignores_cutoff_lower_like_torchmdnet():
     """TorchMD-Net's OptimizedDistance(loop=True) keeps self loops even when cutoff_lower > 0."""
     pos = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [2.0, 0.0, 0.0]])
     nl = neighbor_list(pos, torch.zeros(3, dtype=torch.long), 3.0, 1.0, loop=True)
-    pairs = list(zip(*nl.edge_index.tolist()))
+    pairs = list(zip(*nl.edge_index.tolist(), strict=True))
     assert pairs == [(0, 0), (0, 2), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
 
 
@@ -346,7 +346,7 @@ def test_box_forms():
     ref = neighbor_list(pos, batch, 3.0, box=cell)
     for box in (cell[None], cell.expand(2, 3, 3), cell.expand(5, 3, 3)):
         out = neighbor_list(pos, batch, 3.0, box=box)
-        for x, y in zip(ref, out):
+        for x, y in zip(ref, out, strict=True):
             assert torch.equal(x, y)
     box64 = cell.clone().requires_grad_()
     nl32 = neighbor_list(pos.float(), batch, 3.0, box=box64)
@@ -356,7 +356,7 @@ def test_box_forms():
     assert g.dtype == torch.float64 and bool(torch.isfinite(g).all()) and bool((g != 0).any())
     open_ = neighbor_list(pos, batch, 3.0, box=cell, pbc=(False, False, False))
     free = neighbor_list(pos, batch, 3.0)
-    for x, y in zip(open_, free):
+    for x, y in zip(open_, free, strict=True):
         assert torch.equal(x, y)
 
 
@@ -366,7 +366,7 @@ def test_deterministic():
     pos = torch.tensor(rng.uniform(0, 1, (80, 3)) @ cell)
     a = neighbor_list(pos, torch.zeros(80, dtype=torch.long), 3.0, box=torch.tensor(cell))
     b = neighbor_list(pos, torch.zeros(80, dtype=torch.long), 3.0, box=torch.tensor(cell))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
 
 
@@ -376,7 +376,7 @@ def test_deterministic():
 
 def _tmdnet_pairs(ei, ev):
     ei = ei.tolist()
-    return {(a, b): v for a, b, v in zip(ei[0], ei[1], ev.double().tolist())}
+    return {(a, b): v for a, b, v in zip(ei[0], ei[1], ev.double().tolist(), strict=True)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -39,7 +39,7 @@ def system(kind: str, dtype: torch.dtype = torch.float64, seed: int = 0):
 
 
 def assert_same(got, expected):
-    for name, a, b in zip(expected._fields, got, expected):
+    for name, a, b in zip(expected._fields, got, expected, strict=True):
         assert a.dtype == b.dtype and torch.equal(a, b), name
 
 
@@ -191,7 +191,7 @@ def test_periodic_stress_path_is_identical(data_dir):
             cell = box.clone().requires_grad_()
             energy, forces = model(z, pos, batch, box=cell)
             results.append((energy, forces, torch.autograd.grad(energy.sum(), cell)[0]))
-        assert all(torch.equal(a, b) for a, b in zip(*results))
+        assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
     assert neighbor_builds(reused) == 1
 
 
@@ -213,7 +213,7 @@ def test_model_plumbing(data_dir, tmp_path):
     torch.save(members, path)
     loaded = torch.load(path, weights_only=False)
     for model in (clone, pickle.loads(pickle.dumps(members)), loaded):
-        assert all(torch.equal(a, b) for a, b in zip(model[0](z, pos, batch), expected))
+        assert all(torch.equal(a, b) for a, b in zip(model[0](z, pos, batch), expected, strict=True))
         assert neighbor_builds(model) == 1  # the copied cache was reused
     assert neighbor_builds(members) == 1
 

@@ -49,7 +49,7 @@ def test_custom_matches_torchmdnet_and_numpy(root):
     frames = load_frames(custom_config(folder))
     theirs = Custom(*(str(folder / f"*_{k}.npy") for k in ("coords", "embed", "energy", "forces")))
     assert len(frames) == len(theirs) == 8
-    for frame, data in zip(frames, theirs):
+    for frame, data in zip(frames, theirs, strict=True):
         np.testing.assert_array_equal(frame.z, data.z.numpy())
         np.testing.assert_array_equal(frame.pos, data.pos.numpy())
         np.testing.assert_array_equal(frame.forces, data.neg_dy.numpy())
@@ -81,7 +81,7 @@ def test_ase_matches_ase_io(root, name):
     frames = load_frames(root_config("ASE", root / name))
     images = ase.io.read(root / name, ":")
     assert len(frames) == len(images)
-    for j, (frame, atoms) in enumerate(zip(frames, images)):
+    for j, (frame, atoms) in enumerate(zip(frames, images, strict=True)):
         np.testing.assert_array_equal(frame.z, atoms.numbers)
         np.testing.assert_array_equal(frame.pos, atoms.positions)
         np.testing.assert_array_equal(frame.forces, atoms.get_forces())
@@ -120,7 +120,7 @@ def test_hdf5_written_by_torchmdnet(root, tmp_path):
     custom = load_frames(custom_config(folder))
     theirs = HDF5(str(path))
     assert len(frames) == len(custom) == len(theirs)
-    for frame, other, data in zip(frames, custom, theirs):
+    for frame, other, data in zip(frames, custom, theirs, strict=True):
         np.testing.assert_array_equal(frame.z, other.z)
         np.testing.assert_array_equal(frame.pos, other.pos)
         np.testing.assert_array_equal(frame.forces, data.neg_dy.numpy())
@@ -253,7 +253,7 @@ def test_make_splits_equals_torchmdnet(n, train, val, test, seed, monkeypatch):
         warnings.simplefilter("ignore")
         ours = make_splits(n, train, val, test, seed)
         theirs = tmd_utils.make_splits(n, train, val, test, seed)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert a.dtype == np.int64
         np.testing.assert_array_equal(a, b.numpy())
 
@@ -261,10 +261,10 @@ def test_make_splits_equals_torchmdnet(n, train, val, test, seed, monkeypatch):
 def test_make_splits_reproduces_torchmd_train_run_and_reads_files(root):
     written = np.load(root / "torchmd_train_splits.npz")
     ours = make_splits(2000, 0.8, 0.1, 0.1, 1)
-    for a, key in zip(ours, ("idx_train", "idx_val", "idx_test")):
+    for a, key in zip(ours, ("idx_train", "idx_val", "idx_test"), strict=True):
         np.testing.assert_array_equal(a, written[key])
     from_file = make_splits(2000, None, None, None, 0, splits=root / "torchmd_train_splits.npz")
-    for a, key in zip(from_file, ("idx_train", "idx_val", "idx_test")):
+    for a, key in zip(from_file, ("idx_train", "idx_val", "idx_test"), strict=True):
         np.testing.assert_array_equal(a, written[key])
     with pytest.raises(ValueError, match="idx_train has indices outside the 100 frames"):
         make_splits(100, None, None, None, 0, splits=root / "torchmd_train_splits.npz")

@@ -3,8 +3,6 @@
 import csv
 import json
 import math
-import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from fastnnp.training.cli import main
 from fastnnp.training.config import load_config
 from fastnnp.training.data import collate
 from fastnnp.training.trainer import Trainer, predict
-from tests.helpers.training import MOLECULES, periodic_config, tiny_config, tiny_settings
+from tests.helpers.training import periodic_config, tiny_config, tiny_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

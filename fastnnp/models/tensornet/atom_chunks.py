@@ -31,7 +31,7 @@ def map_atoms(
     for start in range(0, n_atoms, chunk):
         sliced = [t[start : start + chunk] for t in per_atom]
         parts.append(checkpoint(fn, *sliced, use_reentrant=False) if recompute else fn(*sliced))
-    return tuple(torch.cat(outputs) for outputs in zip(*parts))
+    return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
 
 
 def atoms_need_recompute(n_atoms: int, floats_per_atom: int, budget_bytes: int) -> bool:

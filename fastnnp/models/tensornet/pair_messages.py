@@ -77,7 +77,7 @@ def sum_pair_messages(
             sliced = [t[start : start + chunk_size] for t in args[: len(pair_args)]]
             messages = message_fn(i, j, *sliced, *args[len(pair_args) :])
             for targets, chunk_messages in ((i, messages[:n_out]), (j, messages[n_out:])):
-                for out, message in zip(outputs, chunk_messages):
+                for out, message in zip(outputs, chunk_messages, strict=True):
                     out.index_add_(0, targets, message)
         return tuple(outputs)
 
@@ -106,5 +106,5 @@ def add_checkpointed_segments(
             segment_fn, pairs.first[part], pairs.second[part], *[t[part] for t in pair_args], *atom_args,
             use_reentrant=False,
         )
-        totals = [total + s for total, s in zip(totals, sums)]
+        totals = [total + s for total, s in zip(totals, sums, strict=True)]
     return totals

@@ -52,12 +52,12 @@ def check(pos, batch, cutoff_upper, cutoff_lower=0.0, box=None, capacity=None) -
 
     # the same (i, j, image) triples as the reference, each once
     i, j, img = rows[valid], table.neighbors[valid].long(), table.images[valid].long()
-    got = list(zip(i.tolist(), j.tolist(), map(tuple, img.tolist())))
+    got = list(zip(i.tolist(), j.tolist(), map(tuple, img.tolist()), strict=True))
     assert len(set(got)) == len(got), "duplicate entries"
     pos_r = pos.detach().clone().requires_grad_()
     box_r = None if box is None else box.detach().clone().requires_grad_()
     ref = neighbor_list(pos_r, batch, cutoff_upper, cutoff_lower, box=box_r, loop=False)
-    ref_index = {t: e for e, t in enumerate(zip(*ref.edge_index.tolist(), map(tuple, ref.image.tolist())))}
+    ref_index = {t: e for e, t in enumerate(zip(*ref.edge_index.tolist(), map(tuple, ref.image.tolist()), strict=True))}
     assert set(got) == set(ref_index)
     if not got:
         return table
@@ -224,7 +224,7 @@ def test_overflow_grows_capacity():
     assert int(table.counts.max()) > 16 and k >= int(table.counts.max()) and k % 16 == 0
     # the returned K is kept when passed back
     again = neighbor_table(pos, batch, 5.0, capacity=k)
-    assert all(torch.equal(a, b) for a, b in zip(table, again))
+    assert all(torch.equal(a, b) for a, b in zip(table, again, strict=True))
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_message_products_match_reference(block, group, n, F):
     ref = reference.message_products(*leaves64, self_loop.double(), charge.double(), group)
     torch.testing.assert_close(out.double(), ref, **TOL)
     grad = torch.randn_like(ref)
-    for got, expected in zip(torch.autograd.grad(out, leaves, grad.float()), torch.autograd.grad(ref, leaves64, grad)):
+    for got, expected in zip(torch.autograd.grad(out, leaves, grad.float()), torch.autograd.grad(ref, leaves64, grad), strict=True):
         torch.testing.assert_close(got.double(), expected, **TOL)
 
 
@@ -45,5 +45,5 @@ def test_residual_update_matches_reference(block, n, F):
     ref = reference.residual_update(X64, comp64, charge.double())
     torch.testing.assert_close(out.double(), ref, **TOL)
     grad = torch.randn_like(ref)
-    for got, expected in zip(torch.autograd.grad(out, leaves, grad.float()), torch.autograd.grad(ref, [X64, comp64], grad)):
+    for got, expected in zip(torch.autograd.grad(out, leaves, grad.float()), torch.autograd.grad(ref, [X64, comp64], grad), strict=True):
         torch.testing.assert_close(got.double(), expected, **TOL)

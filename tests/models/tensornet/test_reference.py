@@ -72,5 +72,5 @@ def test_force_loss_parameter_gradients_match(budget, monkeypatch):
 
     grads_ref = torch.autograd.grad(force_loss(reference), list(reference.model.parameters()))
     grads_ours = torch.autograd.grad(force_loss(ours), list(ours.parameters()))
-    for g_ours, g_ref in zip(grads_ours, grads_ref):
+    for g_ours, g_ref in zip(grads_ours, grads_ref, strict=True):
         torch.testing.assert_close(g_ours, g_ref, **TOL[dtype])
