@@ -12,6 +12,8 @@ from torch import nn
 from .checkpoint import CheckpointError, read_checkpoint
 from .ensemble import Ensemble
 from .models.factory import build_model, model_dtype
+from .models.common.radial_table import MODES as RADIAL_MODES
+from .models.common.radial_table import attach_radial_tables
 from .models.registry import choose_backend
 
 PathLike = Union[str, os.PathLike]
@@ -26,6 +28,7 @@ def load_model(
     trust_checkpoint: bool = False,
     return_std: bool = False,
     backend: str = "auto",
+    radial: str = "auto",
     **overrides,
 ) -> nn.Module:
     """Load a TorchMD-Net checkpoint as a fastnnp potential, in eval mode.
@@ -46,12 +49,17 @@ def load_model(
             only under ``TRITON_INTERPRET=1``; parameters frozen; TensorNet), ``"torch"`` the
             pure-torch reference, ``"auto"`` (default) Triton on CUDA when it can serve the
             checkpoint (:mod:`fastnnp.models.registry`), else torch.
+        radial: the per-pair radial filters: ``"table"`` error-bounded piecewise-cubic tables
+            built from the checkpoint's weights (:mod:`fastnnp.models.common.radial_table`;
+            a filter whose table misses its bound runs exactly, with a warning), ``"exact"``
+            the model's own layers, ``"auto"`` (default) tables for float32 and the exact
+            filters for float64 (tables there miss TorchMD-Net's 1e-9 float64 parity).
         overrides: hyper-parameters to replace, as TorchMD-Net's ``load_model`` kwargs; e.g.
             ``remove_ref_energy=False`` turns a delta-learned model's disabled Atomref back on.
     """
     options = dict(
         derivative=derivative, device=device, dtype=dtype, layout=layout, trust_checkpoint=trust_checkpoint,
-        backend=backend,
+        backend=backend, radial=radial,
     )
     if isinstance(path, (list, tuple)):
         return Ensemble([_load_single(p, overrides, **options) for p in path], return_std=return_std)
@@ -80,7 +88,7 @@ def _load_zip(path: PathLike, overrides: dict, options: dict) -> list[nn.Module]
     return members
 
 
-def _load_single(path, overrides, derivative, device, dtype, layout, trust_checkpoint, backend) -> nn.Module:
+def _load_single(path, overrides, derivative, device, dtype, layout, trust_checkpoint, backend, radial) -> nn.Module:
     checkpoint = read_checkpoint(path, layout=layout, trust_checkpoint=trust_checkpoint)
     hparams = dict(checkpoint.hparams)
     delta_learning = bool(hparams.get("remove_ref_energy", False))
@@ -90,8 +98,12 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
         hparams[key] = value
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if radial not in RADIAL_MODES:
+        raise ValueError(f"unknown radial={radial!r}; choose one of {', '.join(RADIAL_MODES)}")
     device = torch.device(device or "cpu")
     backend = choose_backend(backend, hparams, dtype or model_dtype(hparams), device)
+    if backend == "triton" and radial == "table":
+        raise ValueError("the Triton kernels do not read radial tables yet: use radial='exact' (or 'auto'), or backend='torch'")
     model = build_model(hparams, list(checkpoint.state_dict), derivative, checkpoint.default_box, backend=backend)
     if delta_learning and overrides.get("remove_ref_energy") is False:
         _enable_atomref(model)
@@ -104,6 +116,8 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
         model.requires_grad_(False)
     if dtype is not None:
         model = model.to(dtype)
+    if backend == "torch":
+        attach_radial_tables(model.representation_model, model.dtype, radial)
     return model.to(device)
 
 

@@ -60,6 +60,7 @@ from .pair_messages import (
 )
 from .pair_ops import spread
 from ..common.radial import cosine_cutoff, radial_basis
+from ..common.radial_table import RadialFilter, RadialTable, basis_rate
 
 GROUPS = ("O(3)", "SO(3)")
 # Per-atom message features are [I, A as vector (3), S as six entries]: their filter groups.
@@ -87,6 +88,8 @@ class TensorEmbedding(nn.Module):
             [nn.Linear(F, 2 * F, dtype=dtype), nn.Linear(2 * F, 3 * F, dtype=dtype)]
         )
         self.init_norm = nn.LayerNorm(F, dtype=dtype)
+        # A fastnnp.models.common.radial_table table of distance_filter, when attached.
+        self.radial_table: Optional[RadialTable] = None
 
     def atom_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Atom types [N] -> (z_recv, z_send) [N, F]: the receiver's and the sender's halves of
@@ -96,6 +99,12 @@ class TensorEmbedding(nn.Module):
         z_recv = nn.functional.linear(atom_emb, self.emb2.weight[:, :F], self.emb2.bias)
         z_send = nn.functional.linear(atom_emb, self.emb2.weight[:, F:])
         return z_recv, z_send
+
+    def pair_filter(self, rbf_fn, distance: Tensor) -> Tensor:
+        """:meth:`distance_filter` of the pairs: from the radial table when one is attached."""
+        if self.radial_table is None:
+            return self.distance_filter(rbf_fn, distance)
+        return self.radial_table(distance).view(-1, 3, self.hidden_channels)
 
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the I, A, S radial weights times the cosine cutoff."""
@@ -107,7 +116,7 @@ class TensorEmbedding(nn.Module):
     def pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send):
         """Messages of one chunk of pairs, to ``first`` then to ``second``: I [P, F],
         A as vector [P, 3, F] and the six entries of the direction outer product [P, 6, F]."""
-        radial = self.distance_filter(rbf_fn, distance)
+        radial = self.pair_filter(rbf_fn, distance)
         unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
         outer = outer_six(unit)[:, :, None]
         messages = []
@@ -171,6 +180,14 @@ class Interaction(nn.Module):
         )
         self.linears_tensor = nn.ModuleList(nn.Linear(F, F, bias=False, dtype=dtype) for _ in range(6))
         self.act = activation()
+        # A fastnnp.models.common.radial_table table of distance_filter, when attached.
+        self.radial_table: Optional[RadialTable] = None
+
+    def pair_filter(self, rbf_fn, distance: Tensor) -> Tensor:
+        """:meth:`distance_filter` of the pairs: from the radial table when one is attached."""
+        if self.radial_table is None:
+            return self.distance_filter(rbf_fn, distance)
+        return self.radial_table(distance).view(-1, 3, self.hidden_channels)
 
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the radial MLP times the cosine cutoff."""
@@ -183,7 +200,7 @@ class Interaction(nn.Module):
     def filtered_messages(self, rbf_fn, first, second, distance, features) -> tuple[Tensor]:
         """Neighbour features [N, 10, F] spread over the pairs ``first``, ``second`` [P] (both
         directions) with this layer's radial filter at ``distance`` [P]."""
-        filters = self.distance_filter(rbf_fn, distance)
+        filters = self.pair_filter(rbf_fn, distance)
         return (spread(filters, features, first, second, COMPONENT_GROUP.to(features.device)),)
 
     def mix(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -328,8 +345,24 @@ class TensorNet(nn.Module):
         (x,) = map_atoms(self.readout, (X,), recompute)
         return x, None
 
+    def radial_filters(self) -> list[RadialFilter]:
+        """The embedding's and each layer's pair filter, for tables (both include the cutoff)."""
+        rate = basis_rate(self.distance_expansion)
+        modules = [("tensor_embedding", self.tensor_embedding)] + [(f"layers.{k}", m) for k, m in enumerate(self.layers)]
+        return [
+            RadialFilter(
+                path, _flat_filter(module, self.distance_expansion), self.cutoff_lower, self.cutoff_upper, rate, True
+            )
+            for path, module in modules
+        ]
+
     def readout(self, X: Tensor) -> tuple[Tensor]:
         """Atom-local: invariant features [n, F] from the final tensors X [n, 3, 3, F]."""
         scalar, antisym, sym = decompose(X)
         features = torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
         return (self.act(self.linear(self.out_norm(features))),)
+
+
+def _flat_filter(module: nn.Module, expansion: nn.Module):
+    """``module.distance_filter`` as [P] -> [P, 3F]."""
+    return lambda distance: module.distance_filter(expansion, distance).reshape(distance.shape[0], -1)

@@ -1,0 +1,277 @@
+"""Error-bounded tables of radial filters: a function of the distance alone, as a piecewise polynomial.
+
+Every radial filter of these models maps one scalar, the distance d, to C channels with weights
+frozen at inference (TensorNet's interaction MLP times the cutoff, its embedding's distance
+projections, ET's and GN's distance filters). :func:`build_radial_table` replaces such a
+function f on [lower, upper] by K uniform pieces of odd degree p = 2m - 1 (Hermite
+interpolation: at both ends of a piece the polynomial matches f and its first m - 1
+derivatives, taken in float64 from the model's own code by forward-mode differentiation), so
+the table is C^(m-1) across knots. Value and slope come from the same polynomial, so forces
+are the exact derivative of the energy that is computed.
+
+Each piece k stores its coefficients in the local variable u = (d - lower) / h - k in [0, 1]:
+``coefficients`` [K, p + 1, C], ``f(d) = sum_j coefficients[k, j] u^j``, one contiguous row per
+piece (one gather per edge). The bound is measured when the table is built, on a check grid
+``CHECK_POINTS`` times denser than the knots: the largest error of any channel relative to
+that channel's largest value over the grid (:attr:`RadialTable.bound`).
+"""
+
+import copy
+import math
+import warnings
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+# Check points per piece (evenly spaced in the table variable, knots included) for the bound.
+CHECK_POINTS = 16
+# The bound a table must reach to be used, per model dtype: far below float32 rounding; for
+# float64 (only with radial="table") near what 8192 pieces reach.
+BOUNDS = {torch.float32: 1e-8, torch.float64: 1e-11}
+# Pieces tried: FIRST_PIECES, doubled until the bound is reached, at most MAX_PIECES.
+FIRST_PIECES = 512
+MAX_PIECES = 8192
+MODES = ("auto", "table", "exact")
+
+
+class RadialTable(nn.Module):
+    """A tabulated radial filter: ``forward(d [P]) -> [P, C]``, differentiable in d once (the
+    gradient is the polynomial's own slope; forces and stress need no more).
+
+    Distances below ``lower`` or at or above ``upper`` use the first or last piece's polynomial
+    (extrapolated), unless ``zero_outside``: then they give exactly 0, as a filter that
+    includes the cosine cutoff does.
+    """
+
+    def __init__(
+        self, coefficients: Tensor, lower: float, upper: float, rate: float, bound: float, name: str, zero_outside: bool
+    ):
+        super().__init__()
+        self.register_buffer("coefficients", coefficients.contiguous(), persistent=False)
+        self.lower, self.upper = float(lower), float(upper)
+        self.pieces = coefficients.shape[0]
+        self.degree = coefficients.shape[1] - 1
+        self.rate = float(rate)
+        self.bound = float(bound)
+        self.name = name
+        self.zero_outside = zero_outside
+
+    def position(self, d: Tensor) -> Tensor:
+        """The table variable t(d) [P]: 0 at ``lower``, ``pieces`` at ``upper``; uniform in d, or
+        with ``rate`` > 0 uniform in exp(-rate (d - lower)) (pieces short where f varies fast)."""
+        if self.rate == 0:
+            return (d - self.lower) * (self.pieces / (self.upper - self.lower))
+        span = -math.expm1(-self.rate * (self.upper - self.lower))
+        return torch.expm1(-self.rate * (d - self.lower)) * (-self.pieces / span)
+
+    def position_slope(self, d: Tensor) -> Tensor:
+        """dt/dd [P] of :meth:`position`."""
+        if self.rate == 0:
+            return torch.full_like(d, self.pieces / (self.upper - self.lower))
+        span = -math.expm1(-self.rate * (self.upper - self.lower))
+        return torch.exp(-self.rate * (d - self.lower)) * (self.rate * self.pieces / span)
+
+    def distance(self, t: Tensor) -> Tensor:
+        """Inverse of :meth:`position`."""
+        if self.rate == 0:
+            return self.lower + t * ((self.upper - self.lower) / self.pieces)
+        span = -math.expm1(-self.rate * (self.upper - self.lower))
+        return self.lower - torch.log1p(-t * (span / self.pieces)) / self.rate
+
+    @property
+    def channels(self) -> int:
+        return self.coefficients.shape[2]
+
+    def forward(self, d: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and d.requires_grad:
+            return _TableLookup.apply(d, self)
+        return self.value_and_slope(d, slope=False)[0]
+
+    def value_and_slope(self, d: Tensor, slope: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+        """f(d) and (with ``slope``) f'(d), [P, C] each, from the same polynomial, without an
+        autograd graph: two weighted gathers of the pieces' rows (``embedding_bag``)."""
+        with torch.no_grad():
+            t = self.position(d)
+            k = torch.floor(t).clamp(0, self.pieces - 1).long()
+            u = t - k.to(t.dtype)
+            rows = (4 * k)[:, None] + torch.arange(4, device=d.device)
+            weights = self.coefficients.to(d.dtype).view(-1, self.channels)
+            ones = torch.ones_like(u)
+            value = nn.functional.embedding_bag(rows, weights, per_sample_weights=torch.stack([ones, u, u * u, u * u * u], 1), mode="sum")
+            derivative = None
+            if slope:
+                powers = torch.stack([torch.zeros_like(u), ones, 2 * u, 3 * u * u], 1) * self.position_slope(d)[:, None]
+                derivative = nn.functional.embedding_bag(rows, weights, per_sample_weights=powers, mode="sum")
+            if self.zero_outside:
+                inside = self._inside(d)[:, None]
+                value = value * inside
+                derivative = None if derivative is None else derivative * inside
+        return value, derivative
+
+    def _inside(self, d: Tensor) -> Tensor:
+        inside = d < self.upper
+        if self.lower > 0:
+            inside = inside & (d > self.lower)
+        return inside.to(d.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.name}: {self.pieces} pieces of degree {self.degree} on [{self.lower:g}, {self.upper:g}], "
+            f"{self.channels} channels, bound {self.bound:.1e}"
+        )
+
+
+class _TableLookup(torch.autograd.Function):
+    """f(d) with f'(d) saved for backward: grad_d = sum_c grad_c f'_c(d)."""
+
+    @staticmethod
+    def forward(ctx, d: Tensor, table: RadialTable) -> Tensor:
+        value, slope = table.value_and_slope(d)
+        ctx.save_for_backward(slope)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        (slope,) = ctx.saved_tensors
+        return (grad * slope).sum(dim=1), None
+
+
+def value_and_derivative(fn: Callable[[Tensor], Tensor], d: Tensor) -> tuple[Tensor, Tensor]:
+    """f(d) and f'(d) [P, C] of an elementwise-in-d function ``fn``: [P] -> [P, C] (each row
+    depends on its own distance only), by forward-mode differentiation."""
+    with warnings.catch_warnings():
+        # torch scripts its forward-AD decompositions on first use and warns that jit is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.func.jvp(fn, (d,), (torch.ones_like(d),))
+
+
+def _cubic_coefficients(f0: Tensor, g0: Tensor, f1: Tensor, g1: Tensor) -> Tensor:
+    """[K, 4, C] power-basis coefficients in u of the cubics with values f0, f1 and slopes (in u)
+    g0, g1 at u = 0 and 1 (each [K, C])."""
+    delta = f1 - f0
+    return torch.stack([f0, g0, 3 * delta - 2 * g0 - g1, g0 + g1 - 2 * delta], dim=1)
+
+
+def build_radial_table(
+    fn: Callable[[Tensor], Tensor],
+    lower: float,
+    upper: float,
+    pieces: int,
+    rate: float,
+    name: str,
+    zero_outside: bool,
+) -> RadialTable:
+    """Tabulate ``fn``: [P] float64 distances -> [P, C] on [lower, upper] as ``pieces`` cubic
+    Hermite pieces, uniform in d (``rate`` 0) or in exp(-rate (d - lower)) (module docstring).
+    The table's :attr:`~RadialTable.bound` is measured here, against ``fn`` in float64."""
+    if pieces < 1:
+        raise ValueError(f"pieces must be >= 1, got {pieces}")
+    table = RadialTable(torch.zeros(pieces, 4, 1, dtype=torch.float64), lower, upper, rate, 0.0, name, zero_outside)
+    knots = table.distance(torch.arange(pieces + 1, dtype=torch.float64))
+    knots[0], knots[-1] = lower, upper
+    with torch.no_grad():
+        value, slope = value_and_derivative(fn, knots)
+    slope = slope / table.position_slope(knots)[:, None]  # d f / d t: one piece has length 1 in t
+    table.coefficients = _cubic_coefficients(value[:-1], slope[:-1], value[1:], slope[1:]).contiguous()
+    table.bound = measured_bound(table, fn)
+    return table
+
+
+def measured_bound(table: RadialTable, fn: Callable[[Tensor], Tensor]) -> float:
+    """Largest |table - fn| of any channel relative to that channel's largest |fn|, on
+    ``CHECK_POINTS`` evenly spaced points per piece (in the table variable, knots included),
+    in float64; a channel that is 0 everywhere counts its absolute error."""
+    t = torch.linspace(0, table.pieces, table.pieces * CHECK_POINTS + 1, dtype=torch.float64)
+    grid = table.distance(t).clamp(table.lower, table.upper)
+    if table.zero_outside:
+        grid = grid[:-1]  # the exact filter is 0 at the upper end
+    error = torch.zeros(table.channels, dtype=torch.float64)
+    scale = torch.zeros(table.channels, dtype=torch.float64)
+    with torch.no_grad():
+        for chunk in grid.split(1 << 14):
+            exact = fn(chunk)
+            error = torch.maximum(error, (table(chunk) - exact).abs().amax(dim=0))
+            scale = torch.maximum(scale, exact.abs().amax(dim=0))
+    return float(torch.where(scale > 0, error / scale.clamp(min=1e-300), error).max())
+
+
+class RadialFilter(NamedTuple):
+    """A radial filter a representation offers for tabulation: ``fn`` [P] -> [P, C] (in the
+    module's dtype) on [lower, upper], the table variable's ``rate`` (:meth:`RadialTable.position`),
+    whether ``fn`` is 0 outside (it includes the cosine cutoff), and ``path``: the submodule of
+    the representation whose ``radial_table`` attribute takes the table."""
+
+    path: str
+    fn: Callable[[Tensor], Tensor]
+    lower: float
+    upper: float
+    rate: float
+    zero_outside: bool
+
+
+def basis_rate(expansion: nn.Module) -> float:
+    """The table variable's rate for filters of a radial basis: expnorm functions are narrow at
+    short range (uniform in exp(-alpha d)), so pieces shrink there, at 0.6 alpha (measured:
+    50x smaller bounds than uniform pieces on the shipped TensorNet); Gaussians are uniform in d."""
+    alpha = getattr(expansion, "alpha", None)
+    return 0.6 * float(alpha) if alpha is not None else 0.0
+
+
+def tabulate(radial_filter: RadialFilter, bound: float) -> RadialTable:
+    """A table of ``radial_filter`` whose bound is <= ``bound``, with a power-of-two number of
+    pieces from FIRST_PIECES to MAX_PIECES: the count is predicted from the bound of
+    FIRST_PIECES (cubic pieces: error ~ h^4), then doubled while the bound is missed. Returns
+    the last table built (MAX_PIECES) when none reaches ``bound``."""
+    pieces = FIRST_PIECES
+    while True:
+        table = build_radial_table(
+            radial_filter.fn, radial_filter.lower, radial_filter.upper, pieces, radial_filter.rate,
+            radial_filter.path, radial_filter.zero_outside,
+        )
+        if table.bound <= bound or pieces >= MAX_PIECES:
+            return table
+        predicted = pieces * (table.bound / bound) ** 0.25
+        pieces = min(MAX_PIECES, max(2 * pieces, 2 ** math.ceil(math.log2(predicted))))
+
+
+def attach_radial_tables(representation: nn.Module, dtype: torch.dtype, mode: str) -> list[RadialTable]:
+    """Give every radial filter of ``representation`` (its ``radial_filters()``) a table in
+    ``dtype``, built in float64 from a float64 copy of its weights, per ``mode``:
+
+    - "exact": none;
+    - "table": every filter whose table reaches ``BOUNDS[dtype]``; the others keep the exact
+      filter, with a warning naming the filter and the bound reached;
+    - "auto": as "table" for float32, "exact" for float64. Measured: float64 tables at their
+      1e-11 bound (8192 pieces) still moved forces of a TorchMD-Net variant checkpoint by
+      1.06e-9, past the 1e-9 float64 parity (the slope of a cubic piece is one order of h less
+      accurate than its value), so float64 keeps the exact filters unless asked.
+
+    Returns the tables attached. A representation without ``radial_filters`` gets none.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown radial={mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "exact" or (mode == "auto" and dtype == torch.float64) or not hasattr(representation, "radial_filters"):
+        return []
+    bound = BOUNDS[dtype]
+    exact64 = copy.deepcopy(representation).to(torch.float64)
+    attached = []
+    for radial_filter in exact64.radial_filters():
+        table = tabulate(radial_filter, bound)
+        if table.bound > bound:
+            warnings.warn(
+                f"radial filter {radial_filter.path}: a table of {table.pieces} pieces reaches a bound of "
+                f"{table.bound:.1e}, above the {bound:.0e} a {dtype} model needs; it runs the exact filter",
+                stacklevel=3,
+            )
+            continue
+        table = table.to(dtype)
+        representation.get_submodule(radial_filter.path).radial_table = table
+        attached.append(table)
+    return attached
+
+
+def radial_tables(model: nn.Module) -> list[RadialTable]:
+    """The tables attached anywhere in ``model``."""
+    return [m for m in model.modules() if isinstance(m, RadialTable)]
