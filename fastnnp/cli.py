@@ -20,7 +20,24 @@ def _info(args: argparse.Namespace) -> int:
     print(f"cutoff        {hp['cutoff_lower']} .. {hp['cutoff_upper']}")
     print(f"output        {hp['output_model']} (reduce {hp.get('reduce_op', 'add')}), priors {hp.get('prior_model')}")
     print(f"precision     {hp.get('precision', 32)}, max_z {hp['max_z']}, parameters {n_params}")
+    _print_tables(args)
     return 0
+
+
+def _print_tables(args: argparse.Namespace) -> None:
+    """The radial tables a float32 model of the checkpoint uses (``radial="auto"``)."""
+    from .loading import load_model
+    from .models.common.radial_table import radial_tables
+
+    model = load_model(args.checkpoint, layout=args.layout, trust_checkpoint=args.trust_checkpoint,
+                       dtype=torch.float32, radial="table")
+    tables = radial_tables(model)
+    if not tables:
+        print("radial tables none (exact filters)")
+    for table in tables:
+        size = table.coefficients.numel() * table.coefficients.element_size() / 1024
+        print(f"radial table  {table.name}: {table.pieces} cubic pieces x {table.channels} channels, "
+              f"{size:.0f} KiB (float32), bound {table.bound:.1e}")
 
 
 def _energy(args: argparse.Namespace) -> int:

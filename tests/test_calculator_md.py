@@ -8,6 +8,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from fastnnp.calculator import FastNNPCalculator
+from fastnnp.models.common.radial_table import radial_tables
 from fastnnp.neighbors.reuse import neighbor_builds
 from tests.helpers.calculator_systems import TENSORNET, reference_molecule, triclinic_cell
 
@@ -32,11 +33,14 @@ def thermalised(atoms, temperature_k: float = 300.0, seed: int = 7):
     return atoms
 
 
-def test_nve_energy_drift_of_a_molecule_is_small():
+@pytest.mark.parametrize("radial", ["exact", "table"])
+def test_nve_energy_drift_of_a_molecule_is_small(radial):
+    """Also with radial tables: forces are the exact derivative of the tabulated energy."""
     atoms = thermalised(reference_molecule(0))
-    atoms.calc = FastNNPCalculator(TENSORNET, **F64)
+    atoms.calc = FastNNPCalculator(TENSORNET, radial=radial, **F64)
+    assert (radial_tables(atoms.calc.model) != []) == (radial == "table")
     drift = total_energy_drift(atoms, steps=4000, timestep_fs=0.1)
-    print(f"NVE drift, {len(atoms)} atoms, 4000 x 0.1 fs, float64: {drift:.2e} eV/atom/ps")
+    print(f"NVE drift, {len(atoms)} atoms, 4000 x 0.1 fs, float64, radial={radial}: {drift:.2e} eV/atom/ps")
     assert drift < 2e-5
 
 

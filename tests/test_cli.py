@@ -14,6 +14,9 @@ def test_info_describes_a_checkpoint(data_dir, capsys):
     assert main(["info", str(data_dir / "tensornet" / "model.ckpt")]) == 0
     out = capsys.readouterr().out
     assert "tensornet (O(3))" in out and "64 x 2 layers, 32 expnorm rbf" in out and "cutoff        0.0 .. 4.5" in out
+    tables = [line for line in out.splitlines() if line.startswith("radial table  ")]
+    assert [line.split(":")[0].split()[-1] for line in tables] == ["tensor_embedding", "layers.0", "layers.1"]
+    assert all(float(line.rsplit("bound ", 1)[1]) <= 1e-8 and "KiB" in line for line in tables)
 
 
 def test_energy_of_structures_in_a_file(data_dir, tmp_path, capsys):

@@ -1,9 +1,11 @@
 """The benchmarked backends (one table row each per system) and which of them can run here.
 
-  fastnnp-triton             fastnnp, backend="triton": fused Triton kernels, eager calls
+  fastnnp-triton             fastnnp, backend="triton": fused Triton kernels, eager calls (radial tables)
+  fastnnp-triton-exact       the same with radial="exact": the radial MLPs run in the kernels
   fastnnp-triton-graph       the same, one energy+forces call captured as a CUDA graph
   fastnnp-triton-compile     the same under torch.compile(dynamic=False)                  (opt-in)
-  fastnnp-torch              fastnnp's pure-torch reference path
+  fastnnp-torch              fastnnp's pure-torch path (radial tables in float32)
+  fastnnp-torch-exact        the same with radial="exact": the reference semantics
   torchmdnet                 TorchMD-Net as its load_model returns it (Warp kernels, dynamic shapes)
   torchmdnet-static-graph    static_shapes=True, captured once and replayed as a CUDA graph, as
                              its External calculator (use_cuda_graph=True) does
@@ -22,16 +24,25 @@ import torch
 from ..models import registry
 
 BACKENDS = (
-    "fastnnp-triton", "fastnnp-triton-graph", "fastnnp-triton-compile", "fastnnp-torch",
-    "torchmdnet", "torchmdnet-static-graph", "torchmdnet-static-compile", "torchmdnet-pure",
+    "fastnnp-triton", "fastnnp-triton-exact", "fastnnp-triton-graph", "fastnnp-triton-compile", "fastnnp-torch",
+    "fastnnp-torch-exact", "torchmdnet", "torchmdnet-static-graph", "torchmdnet-static-compile", "torchmdnet-pure",
 )
 OPT_IN = ("fastnnp-triton-compile", "torchmdnet-static-compile")
 CUDA_ONLY = ("fastnnp-triton-graph", "fastnnp-triton-compile", "torchmdnet-static-graph", "torchmdnet-static-compile")
-TRITON = ("fastnnp-triton", "fastnnp-triton-graph", "fastnnp-triton-compile")
+TRITON = ("fastnnp-triton", "fastnnp-triton-exact", "fastnnp-triton-graph", "fastnnp-triton-compile")
+# load_model arguments of fastnnp's rows.
+FASTNNP = {
+    "fastnnp-triton": dict(backend="triton"),
+    "fastnnp-triton-exact": dict(backend="triton", radial="exact"),
+    "fastnnp-triton-graph": dict(backend="triton"),
+    "fastnnp-triton-compile": dict(backend="triton"),
+    "fastnnp-torch": dict(backend="torch"),
+    "fastnnp-torch-exact": dict(backend="torch", radial="exact"),
+}
 TORCHMDNET = ("torchmdnet", "torchmdnet-static-graph", "torchmdnet-static-compile", "torchmdnet-pure")
 # Whose energy and forces every other row of a system must reproduce before it is timed:
 # the first of these that ran (fastnnp's reference path is itself tested against TorchMD-Net).
-REFERENCES = ("fastnnp-torch", "torchmdnet-pure", "torchmdnet")
+REFERENCES = ("fastnnp-torch-exact", "fastnnp-torch", "torchmdnet-pure", "torchmdnet")
 
 
 def default_backends(device: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 
+from .backends import FASTNNP
 from .torchmdnet_pure import PureTorch
 
 Step = Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -47,8 +48,7 @@ def prepare(backend: str, checkpoint: str, inputs: Inputs, dtype: torch.dtype, s
     if backend.startswith("fastnnp-"):
         from ..loading import load_model
 
-        model = load_model(checkpoint, device=inputs.pos.device, dtype=dtype,
-                           backend="torch" if backend == "fastnnp-torch" else "triton")
+        model = load_model(checkpoint, device=inputs.pos.device, dtype=dtype, **FASTNNP[backend])
         if backend == "fastnnp-triton-graph":
             return graph_step(model, inputs, warmup=5)
         if backend == "fastnnp-triton-compile":

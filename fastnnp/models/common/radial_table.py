@@ -263,7 +263,7 @@ def attach_radial_tables(representation: nn.Module, dtype: torch.dtype, mode: st
             warnings.warn(
                 f"radial filter {radial_filter.path}: a table of {table.pieces} pieces reaches a bound of "
                 f"{table.bound:.1e}, above the {bound:.0e} a {dtype} model needs; it runs the exact filter",
-                stacklevel=3,
+                stacklevel=4,  # load_model's caller
             )
             continue
         table = table.to(dtype)
