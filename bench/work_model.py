@@ -1,0 +1,359 @@
+"""Work model of TensorNet's energy + forces call on the Triton path: FLOPs and minimum bytes per
+atom of every kernel (forward and backward) and of the torch steps between them, and the H200
+floor of the call.
+
+Counted by hand from the code: the kernels in ``fastnnp/kernels/tensornet/`` and
+``fastnnp/kernels/common/`` (edge tiles of ``GPU_TILE``, one receiver row x 16 slots), the
+launch sequence in ``fastnnp/models/tensornet/triton.py`` and the torch steps of
+``fastnnp/models/tensornet/reference.py`` it calls. The counts follow the code line by line;
+each is a comment below. Conventions:
+
+- FLOPs: an add, multiply, exp, cos, sqrt or reciprocal is 1, a multiply-add 2. "matmul" FLOPs
+  are those of ``tl.dot`` and of the torch GEMMs (tensor cores with tf32), "other" FLOPs run on
+  the fp32 CUDA cores. Edge FLOPs are counted on the E valid slots; the kernels run whole
+  16-slot tiles, about (E + 7.5) / E more.
+- bytes: the minimum a step moves to and from DRAM: each array it reads or writes once (other
+  atoms' rows gathered per edge perfectly reused), 4 bytes a value; "fixed" bytes per call are
+  weights or tables, read once per launch.
+- gathered: what a step loads per edge from other atoms' rows plus the weights (or tables) it
+  loads per tile: L2 traffic when rows are reused, DRAM traffic when not; not in the floor.
+- floor of a step = max(bytes / bandwidth, matmul FLOPs / matmul rate + other FLOPs / fp32
+  rate); the call's floor is the sum over its steps, which run one after another. "ieee": every
+  FLOP at the fp32 rate; "tf32": matmul FLOPs at the tf32 tensor-core rate.
+
+The radial-table variant replaces each radial MLP (and the embedding's distance projections)
+by a cubic table lookup: per edge a gather of 4 x 3F floats (value and slope come from the same
+four coefficients) and about 8 FLOPs per channel, the cosine cutoff included in the table. Its
+kernels are being written while this is: this variant is modelled from that description, not
+counted from code.
+
+    python bench/work_model.py                        # writes bench/results/work_model.{md,json}
+    python bench/work_model.py --out /tmp/work_model  # writes /tmp/work_model.{md,json}
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+from fastnnp.bench.environment import commit, source_digest
+from fastnnp.kernels.common.edge_math import GPU_TILE
+
+OUT = Path(__file__).resolve().parent / "results" / "work_model"
+# H200 SXM: HBM3e bandwidth and dense rates (FLOP/s), as given for this model.
+BANDWIDTH = 4.3e12
+FP32_RATE = 67e12
+TF32_RATE = 495e12
+ATOMS = (1_000, 1_000_000)
+# SiLU x sigmoid(x): exp, add, reciprocal, multiply; its derivative s (1 + x (1 - s)) with s again.
+ACT, ACT_GRAD = 4, 7
+# A table lookup: the table variable t(d) per edge; value and slope per channel (the brief's ~8).
+POSITION, LOOKUP = 4, 8
+
+
+class Shape(NamedTuple):
+    """The modelled model and system: TensorNet, water at 5 Å cutoff."""
+
+    channels: int = 128  # F
+    layers: int = 2
+    num_rbf: int = 32  # R
+    edges: float = 53.9  # directed neighbours per atom (both directions of ~27 pairs)
+    table_pieces: int = 2048  # pieces per radial table (the shipped checkpoint builds 2048, 2048, 1024)
+
+    @property
+    def capacity(self) -> int:
+        """Table width K: 1.25 x the expected neighbours, a multiple of 16 (neighbor_search)."""
+        return 16 * math.ceil(1.25 * self.edges / 16)
+
+    @property
+    def tiles(self) -> float:
+        """Edge tiles per atom: E slots in tiles of SLOTS, the last one half full on average."""
+        slots = GPU_TILE[1]
+        return (self.edges + (slots - 1) / 2) / slots
+
+
+class Step(NamedTuple):
+    """One launch (or torch step) of a call, per atom: FLOPs, DRAM bytes, gathered bytes, and
+    bytes per call (weights, tables). ``count``: launches per call (one per layer)."""
+
+    name: str
+    direction: str  # "forward" or "backward"
+    runs: str  # "kernel" or "torch"
+    matmul: float
+    other: float
+    bytes: float
+    gathered: float = 0.0
+    fixed: float = 0.0
+    count: int = 1
+
+    def seconds(self, atoms: int, matmul_rate: float) -> float:
+        """Floor of its launches for ``atoms`` atoms."""
+        memory = (self.bytes * atoms + self.fixed) / BANDWIDTH
+        compute = self.matmul * atoms / matmul_rate + self.other * atoms / FP32_RATE
+        return self.count * max(memory, compute)
+
+
+def neighbor_search(s: Shape) -> Step:
+    """The cell-list kernel: each receiver tests the atoms of 27 bins (at least a cutoff wide)."""
+    E = s.edges
+    candidates = 27 / (4 / 3 * math.pi) * E  # 27 cutoff cubes around the cutoff sphere
+    # d = r - p_j on 4 components (4), squares (4), sum (3), two cutoff compares (2).
+    other = 13 * candidates
+    # pos 16, atom 4, bin 24, shift 16, sys 4, count 4 per receiver; neighbours 4 and images 12 per edge.
+    bytes_ = 68 + 16 * E
+    gathered = 16 * candidates + 20 * E  # candidate positions; index and shift of each kept sender
+    return Step("neighbor_search", "forward", "kernel", 0, other, bytes_, gathered)
+
+
+def edge_glue(s: Shape) -> list[Step]:
+    """Torch work on the [N, K] table, at its minimum (each array once; the torch ops move more)."""
+    K, L = s.capacity, s.layers
+    return [
+        # _empty_table writes neighbours (4) and images (12) of all K slots; table_vectors reads
+        # them and writes vec [N, K, 3] (12).
+        Step("table init + edge vectors", "forward", "torch", 0, 3 * K, 16 * K + 16 * K + 12 * K),
+        # Each of the 1 + L backward kernels' grad_vec starts as zeros (12); autograd sums the
+        # 1 + L edge-vector gradients (12 each) and scatters them to the positions by sender (4).
+        Step("grad_vec zeros + edge vectors backward", "backward", "torch", 0, (1 + L) * 3 * K,
+             (1 + L) * 12 * K + (1 + L) * 12 * K + 4 * K),
+    ]
+
+
+def embedding_messages(s: Shape, table: bool) -> list[Step]:
+    """embedding_messages forward and backward (the radial filter: 3 distance projections)."""
+    F, R, E = s.channels, s.num_rbf, s.edges
+    weights = 4 * (3 * F * R + 3 * F + 2 * R)  # W [3F, R], b [3F], basis p0, p1
+    # Per edge: vec (12) and sender (4); per atom: count, z_recv and z_send rows, out [10, F].
+    forward_bytes = 16 * E + 4 + 4 * 2 * F + 4 * 10 * F
+    # Backward: the incoming gradient [10, F] instead of out, and grad_vec (12 per edge).
+    backward_bytes = 16 * E + 4 + 4 * 2 * F + 4 * 10 * F + 12 * E
+    # Messages: a0 += P0 t (2F); m1 = P1 t (F), three of m1 u (6F); m2 (F), six of m2 uu (12F).
+    messages = 22 * F
+    if table:
+        table_bytes = 4 * 4 * 3 * F * s.table_pieces
+        gathered = E * (4 * F + 4 * 4 * 3 * F)  # z_send rows, 4 x 3F coefficients
+        lookup = POSITION + LOOKUP * 3 * F
+        # Backward sums: I g t (F) and g_d += g x slope (2F); A: message (F), d/d direction (6F),
+        # filter gradient (6F), slope (2F); S: message (F), d/d direction (12F), filter gradient (12F), slope (2F).
+        grads = 3 * F + 15 * F + 27 * F
+        return [
+            # length 6, direction 4; types z_r + z_s (F).
+            Step("embedding_messages (table)", "forward", "kernel", 0, E * (10 + lookup + F + messages),
+                 forward_bytes, gathered, table_bytes),
+            # 30: length and direction back to the vector.
+            Step("embedding_messages (table)", "backward", "kernel", 0, E * (10 + lookup + F + grads + 30),
+                 backward_bytes, gathered, table_bytes),
+        ]
+    # Backward sums (code): I 4F, A 17F, S 29F (d loss / d projection, d cutoff, d direction).
+    grads = 4 * F + 17 * F + 29 * F
+    # Basis: x = exp(alpha (lower - d)) and the envelope per edge (8), 6 per function; slopes 4 + 7R more.
+    return [
+        # geometry 10, basis 8 + 6R, cutoff 5, three projections (dot 2RF + bias F each), types 2F.
+        Step("embedding_messages", "forward", "kernel", E * 6 * R * F, E * (10 + 8 + 6 * R + 5 + 3 * F + 2 * F + messages),
+             forward_bytes, E * 4 * F + s.tiles * 4 * (3 * F * R + 3 * F), weights),
+        # projections again (6RF) and their transposes for d loss / d basis (6RF); basis with
+        # slopes 12 + 13R, its dot with the slopes 2R; cutoff with slope 9; types F; biases 3F.
+        Step("embedding_messages", "backward", "kernel", E * 12 * R * F,
+             E * (10 + 12 + 15 * R + 9 + F + 3 * F + grads + 30),
+             backward_bytes, E * 4 * F + s.tiles * 4 * (6 * F * R + 3 * F), weights),
+    ]
+
+
+def interaction_messages(s: Shape, table: bool) -> list[Step]:
+    """interaction_messages forward and backward, once per layer (radial MLP R -> F -> 2F -> 3F)."""
+    F, R, E, L = s.channels, s.num_rbf, s.edges, s.layers
+    weights = 4 * (2 * R + R * F + F + 2 * F * F + 2 * F + 6 * F * F + 3 * F)
+    # Per edge: vec and sender; per atom: count, features [10, F] (read once as a sender), out [10, F].
+    forward_bytes = 16 * E + 4 + 4 * 10 * F + 4 * 10 * F
+    # Backward: features, grad and grad_features [10, F], grad_vec per edge.
+    backward_bytes = 16 * E + 4 + 3 * 4 * 10 * F + 12 * E
+    messages = 20 * F  # ten components: filter x gathered feature, summed over the slots
+    # Backward: the feature-gradient sums (20F) and grad[i] x features[j] summed within groups
+    # (10F + 7F); d loss / d filter x d filter / d distance over 3F channels (6F).
+    feature_grads = 20 * F + 17 * F
+    filter_slope = 6 * F
+    if table:
+        table_bytes = 4 * 4 * 3 * F * s.table_pieces
+        lookup = POSITION + LOOKUP * 3 * F
+        return [
+            Step("interaction_messages (table)", "forward", "kernel", 0, E * (6 + lookup + messages),
+                 forward_bytes, E * (40 * F + 48 * F), table_bytes, L),
+            # 10: the distance gradient to the vector.
+            Step("interaction_messages (table)", "backward", "kernel", 0,
+                 E * (6 + lookup + feature_grads + filter_slope + 10),
+                 backward_bytes, E * (80 * F + 48 * F), table_bytes, L),
+        ]
+    # The MLP: biases F + 2F + 3F and activations of z1, z2 (3F ACT), recomputed in backward;
+    # forward also act(z3) x cutoff (3F ACT + 3F).
+    recompute = 6 * F + 3 * F * ACT
+    mlp = recompute + 3 * F * ACT + 3 * F
+    # Backward beyond the recomputed MLP: filter = act(z3) x cutoff (3F ACT + 3F); d loss / d z3
+    # = g x cutoff x act'(z3) (3F (2 + ACT_GRAD)); the hidden loop recomputes z2 (bias 2F) and
+    # takes act'(z2) (2F ACT_GRAD) and its product (2F); act'(z1) and its product (F (ACT_GRAD + 1)).
+    backward_mlp = 3 * F * ACT + 3 * F + 3 * F * (2 + ACT_GRAD) + 2 * F + 2 * F * ACT_GRAD + 2 * F + F * (ACT_GRAD + 1)
+    # Per tile loads of weights: forward W1 (RF), p0 p1, b1, W2, b2, W3, b3; backward also W2
+    # twice more (the recomputed z2 and its transpose) and W3 once more.
+    forward_tile = R * F + 2 * R + F + 2 * F * F + 2 * F + 6 * F * F + 3 * F
+    backward_tile = forward_tile + 4 * F * F + 6 * F * F + 2 * F
+    return [
+        # geometry 6, basis 8 + 6R, cutoff 5; dots R x F, F x 2F, 2F x 3F.
+        Step("interaction_messages", "forward", "kernel", E * (2 * R * F + 16 * F * F), E * (6 + 8 + 6 * R + 5 + mlp + messages),
+             forward_bytes, E * 40 * F + s.tiles * 4 * forward_tile, weights, L),
+        # dots: the forward (2RF + 16F^2), z2 again (4F^2), d/dh2 from 3 groups (12F^2), d/dh1
+        # (4F^2), d/d basis (2RF). Basis with slopes 12 + 15R, cutoff with slope 9, 10 for the vector.
+        Step("interaction_messages", "backward", "kernel", E * (4 * R * F + 36 * F * F),
+             E * (6 + 12 + 15 * R + 9 + recompute + backward_mlp + feature_grads + filter_slope + 10),
+             backward_bytes, E * 80 * F + s.tiles * 4 * backward_tile, weights, L),
+    ]
+
+
+def interaction_update(s: Shape) -> list[Step]:
+    """message_products and residual_update, once per layer: per (atom, channel) arithmetic."""
+    F, L = s.channels, s.layers
+    # products: m = M + L T (10 FMA = 20), compose m and T (18), msg Y and Y msg (2 x 45), c (p + q)
+    # (18), |C|^2 + 1 and its reciprocal (19), decompose (18), scale (10).
+    products = 20 + 18 + 90 + 18 + 19 + 18 + 10
+    # backward: the forward less the scaling (183), d/d inv (19 + 3), g inv (10), decompose_t (22),
+    # d/dC (18), four 3x3 products (180) and c (a + b) twice (36), compose_t twice (16), the self loop (20).
+    products_backward = 183 + 22 + 10 + 22 + 18 + 180 + 36 + 16 + 20
+    # residual: compose (9), dX dX (45), X + dX + c dX dX (27); backward: compose (9), two
+    # products (90), g + c (a + b) (27), compose_t (8).
+    residual, residual_backward = 9 + 45 + 27, 9 + 90 + 27 + 8
+    fixed = 4 * 3 * F  # the self-loop filter
+    return [
+        # M, T read, P written [10, F]; charge factor 4.
+        Step("message_products", "forward", "kernel", 0, products * F, 4 * 30 * F + 4, 0, fixed, L),
+        # M, T, grad read, grad_M, grad_T written.
+        Step("message_products", "backward", "kernel", 0, products_backward * F, 4 * 50 * F + 4, 0, fixed, L),
+        # D [10, F] and X [9, F] read, X' [9, F] written.
+        Step("residual_update", "forward", "kernel", 0, residual * F, 4 * 28 * F + 4, 0, 0, L),
+        # D and grad [9, F] read, grad_D [10, F] written (grad_X is grad itself).
+        Step("residual_update", "backward", "kernel", 0, residual_backward * F, 4 * 29 * F + 4, 0, 0, L),
+    ]
+
+
+def atom_gemms(s: Shape) -> list[Step]:
+    """The torch GEMMs per atom (operands only: the elementwise torch code between them, the
+    normalisations, decompose/compose, layer norms and concatenations, moves more and is not
+    counted). Backward gives the inputs' gradients only (the weights are constants)."""
+    F, L = s.channels, s.layers
+    # (rows, in, out): to_tensor's F -> 2F -> 3F and 19 F -> F rows (I 1, A 9, S 9 entries);
+    # each layer's mix (19 rows) and channel_mix (10 components); readout 3F -> F; head F -> F/2 -> 1.
+    gradients = [(1, F, 2 * F), (1, 2 * F, 3 * F), (19, F, F), (L * 29, F, F), (1, 3 * F, F), (1, F, F // 2), (1, F // 2, 1)]
+    # atom_terms: z_recv and z_send from the type embedding (constants: no backward).
+    forward = [(2, F, F)] + gradients
+
+    def flops(gemms):
+        return sum(2 * rows * a * b for rows, a, b in gemms)
+
+    def bytes_(gemms):
+        return sum(4 * rows * (a + b) for rows, a, b in gemms)
+
+    return [
+        Step("torch GEMMs", "forward", "torch", flops(forward), 0, bytes_(forward)),
+        Step("torch GEMMs", "backward", "torch", flops(gradients), 0, bytes_(gradients)),
+    ]
+
+
+def call_steps(s: Shape, table: bool) -> list[Step]:
+    """Every step of one energy + forces call, forward then backward."""
+    steps = [neighbor_search(s), *edge_glue(s), *embedding_messages(s, table), *interaction_messages(s, table),
+             *interaction_update(s), *atom_gemms(s)]
+    return [step for step in steps if step.direction == "forward"] + [step for step in steps if step.direction == "backward"]
+
+
+def summary(steps: list[Step]) -> dict:
+    """Per-atom totals (FLOPs, bytes; a step's figures times its count) and the floors (s)."""
+    floors = {
+        f"{precision}_{atoms}": sum(step.seconds(atoms, rate) for step in steps)
+        for precision, rate in (("ieee", FP32_RATE), ("tf32", TF32_RATE)) for atoms in ATOMS
+    }
+    return {
+        "matmul_flops": sum(st.count * st.matmul for st in steps), "other_flops": sum(st.count * st.other for st in steps),
+        "bytes": sum(st.count * st.bytes for st in steps), "gathered": sum(st.count * st.gathered for st in steps),
+        "fixed_bytes": sum(st.count * st.fixed for st in steps), "floor_seconds": floors,
+    }
+
+
+def model(s: Shape) -> dict:
+    """Steps and summary of the MLP (today's kernels) and the table variant at shape ``s``."""
+    out = {"shape": {**s._asdict(), "capacity": s.capacity, "tiles_per_atom": s.tiles}, "variants": {}}
+    for variant, table in (("mlp", False), ("table", True)):
+        steps = call_steps(s, table)
+        out["variants"][variant] = {"steps": [st._asdict() for st in steps], "summary": summary(steps)}
+    return out
+
+
+def _markdown(report: dict) -> str:
+    shape = report["models"][0]["shape"]
+    tile_factor = f"{shape['tiles_per_atom'] * GPU_TILE[1] / shape['edges']:.2f}x"
+    lines = [
+        "# Work model: TensorNet energy + forces on the Triton path",
+        "",
+        f"Written by `python bench/work_model.py` at commit `{report['commit']}` (source digest "
+        f"`{report['source_digest']}`). Conventions, the counting and the radial-table variant's "
+        "assumptions are in `bench/work_model.py`'s docstring: FLOPs and minimum DRAM bytes per atom "
+        "(each array once), \"gathered\" = bytes loaded per edge from other atoms' rows and per tile from "
+        "weights or tables (L2 when reused), \"fixed\" = weights or tables per call. Floor per step = "
+        f"max(bytes / {BANDWIDTH / 1e12:g} TB/s, matmul FLOPs / rate + other FLOPs / {FP32_RATE / 1e12:g} "
+        f"TFLOP/s), rate {FP32_RATE / 1e12:g} (ieee) or {TF32_RATE / 1e12:g} (tf32: every tl.dot and torch GEMM) "
+        "TFLOP/s; the call's floor is the sum. Edge FLOPs are counted on the valid slots; the kernels run "
+        f"whole {GPU_TILE[1]}-slot tiles ({tile_factor} the FLOPs at these counts). The table variant (radial MLP and distance projections replaced by a cubic "
+        "table: a gather of 4 x 3F floats and ~8 FLOPs per channel per edge) is modelled from its "
+        "description: its kernels are being written.",
+        "",
+        "## Floors of one call (H200)",
+        "",
+        "| F | radial | matmul MFLOP/atom | other MFLOP/atom | KB/atom | gathered KB/atom | fixed MB "
+        "| ieee 1k atoms (µs) | tf32 1k atoms (µs) | ieee 1M atoms (ms) | tf32 1M atoms (ms) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in report["models"]:
+        for variant, data in result["variants"].items():
+            t = data["summary"]
+            f = t["floor_seconds"]
+            lines.append(
+                f"| {result['shape']['channels']} | {variant} | {t['matmul_flops'] / 1e6:.2f} | {t['other_flops'] / 1e6:.2f} "
+                f"| {t['bytes'] / 1e3:.1f} | {t['gathered'] / 1e3:.0f} | {t['fixed_bytes'] / 1e6:.1f} "
+                f"| {f['ieee_1000'] * 1e6:.0f} | {f['tf32_1000'] * 1e6:.0f} | {f['ieee_1000000'] * 1e3:.2f} "
+                f"| {f['tf32_1000000'] * 1e3:.2f} |"
+            )
+    for result in report["models"]:
+        shape = result["shape"]
+        for variant, data in result["variants"].items():
+            lines += [
+                "",
+                f"## F={shape['channels']}, {variant}: {shape['layers']} layers, {shape['num_rbf']} rbf, "
+                f"{shape['edges']} neighbours per atom (K={shape['capacity']}, {shape['tiles_per_atom']:.2f} tiles per atom)",
+                "",
+                "| step | pass | runs | x | matmul kFLOP/atom | other kFLOP/atom | bytes/atom | gathered KB/atom "
+                "| fixed KB | ieee 1M (ms) | tf32 1M (ms) |",
+                "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for st in (Step(**row) for row in data["steps"]):
+                lines.append(
+                    f"| {st.name} | {st.direction} | {st.runs} | {st.count} | {st.matmul / 1e3:.1f} | {st.other / 1e3:.1f} "
+                    f"| {st.bytes:.0f} | {st.gathered / 1e3:.1f} | {st.fixed / 1e3:.0f} "
+                    f"| {st.seconds(1_000_000, FP32_RATE) * 1e3:.3f} | {st.seconds(1_000_000, TF32_RATE) * 1e3:.3f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT, help="output path without suffix (default %(default)s)")
+    args = parser.parse_args(argv)
+    report = {
+        "commit": commit(), "source_digest": source_digest(),
+        "hardware": {"bandwidth": BANDWIDTH, "fp32_rate": FP32_RATE, "tf32_rate": TF32_RATE},
+        "models": [model(Shape(channels=F)) for F in (128, 64)],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(report))
+    print(f"wrote {args.out}.json and {args.out}.md")
+
+
+if __name__ == "__main__":
+    main()
