@@ -75,7 +75,7 @@ def _compile(case: CompileCase, target: GPUTarget):
         constexprs={(fn.arg_names.index(k),): v for k, v in case.constexprs.items()},
     )
     try:
-        kernel = triton.compile(source, target=target)
+        kernel = triton.compile(source, target=target, options={"num_warps": case.num_warps})
     except Exception as error:  # report every kernel, then fail
         print(f"FAIL {_name(case)}: {type(error).__name__}: {error}")
         return None

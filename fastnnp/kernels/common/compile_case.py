@@ -11,9 +11,11 @@ from typing import Any, NamedTuple
 class CompileCase(NamedTuple):
     """One specialisation of a ``@triton.jit`` function: its ``tl.constexpr`` values, the
     pointer arguments that are not ``*fp32`` (name -> Triton type, e.g. ``"*i32"``) and the
-    scalar arguments that are ``fp32`` (the other scalars are ``i32``)."""
+    scalar arguments that are ``fp32`` (the other scalars are ``i32``), and the warps per
+    program the launcher uses."""
 
     fn: Any
     constexprs: dict[str, Any]
     pointers: dict[str, str] = {}
     floats: tuple[str, ...] = ()
+    num_warps: int = 4

@@ -351,4 +351,4 @@ def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
         "reach_ptr": "*i64", "base_ptr": "*i64", "bin_start_ptr": "*i64", "nbr_ptr": "*i32", "img_ptr": "*i32",
         "count_ptr": "*i32",
     }
-    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, BLOCK=_BLOCK), pointers)]
+    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, BLOCK=_BLOCK), pointers, num_warps=1)]
