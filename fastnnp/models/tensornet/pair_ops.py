@@ -17,7 +17,7 @@ the whole graph is ever stored: the work runs in small chunks of pairs that stay
 import torch
 from torch import Tensor
 
-CHUNK = 1024
+CHUNK = 512
 
 
 def _group_slices(group: Tensor) -> list[tuple[int, int, int]]:
