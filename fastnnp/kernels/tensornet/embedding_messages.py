@@ -1,4 +1,4 @@
-"""TensorNet embedding messages: distance, direction, radial basis, projection and aggregation, fused.
+"""TensorNet embedding messages: distance, direction, radial filter (basis and projection, or a radial table) and aggregation, fused.
 
 For receiver i, its neighbours j in a :class:`~fastnnp.kernels.common.neighbor_search.NeighborTable`,
 edge vector v_ik, length d and direction u = v / d:
@@ -11,6 +11,14 @@ The layout (I, A as a vector, S as six entries) matches
 :mod:`~fastnnp.kernels.tensornet.interaction_messages`. Programs take ``ROWS`` receivers, ``SLOTS`` slots
 at a time, and sum in registers (no atomics). Backward gives the gradient for the edge vectors
 only: the atom-type terms do not depend on positions, and parameters are constants.
+
+Table kernels (``_table_forward_kernel``, ``_table_backward_kernel``; taken when the filter is a
+:class:`~fastnnp.kernels.common.radial_table.KernelTable`, i.e. the embedding has a radial
+table): P_ik = table(d) (projections times cutoff, tabulated), looked up per directed edge as a
+gather of the piece's four coefficient rows per group (cheaper than writing and reading P per
+pair); backward takes d P / d d from the same cubic's slope instead of recomputing basis,
+projection and cutoff. The direction sums and the A, S parts of backward are helpers shared
+with the projection kernels.
 """
 
 from typing import NamedTuple, Union

@@ -1,4 +1,4 @@
-"""TensorNet interaction messages: distance, radial basis, radial MLP and aggregation, fused.
+"""TensorNet interaction messages: distance, radial filter (radial MLP, or a radial table) and aggregation, fused.
 
 For receiver i and its neighbours j in a :class:`~fastnnp.kernels.common.neighbor_search.NeighborTable`
 (row i, slots k < counts[i]), with edge vector v_ik [3] and length d = |v_ik|:
@@ -15,6 +15,16 @@ Backward (forces; parameters frozen) recomputes the MLP. Because the table lists
 directions of every pair with the same length, the gradient for the features is the same
 neighbour sum applied to the incoming gradient; the gradient for each edge vector comes from
 backpropagating sum_c grad[i, c] * features[j, c] through the MLP, the basis and the cutoff.
+
+Table kernels (``_table_forward_kernel``, ``_table_backward_kernel``; taken when the filter is a
+:class:`~fastnnp.kernels.common.radial_table.KernelTable`, i.e. the layer has a radial table):
+filter_ik is read from the table, which already includes the cutoff, as a gather of the edge's
+piece (four coefficient rows of F floats per group) and a cubic in u, per directed edge. Storing
+the filter per pair instead would cost a [pairs, 3F] write and read, more than the 4-row gather
+(the table is small and stays in cache), so both directions of a pair look it up. Backward
+uses the same polynomial's slope: d loss / d d_ik = sum_g sum_f slope_g(d) sum_{c in g}
+grad[i, c] features[j, c], no MLP, no basis, no cutoff recomputed. The neighbour sums and the
+per-group gradient products are the same ``@triton.jit`` helpers in both families.
 """
 
 from typing import NamedTuple, Union
