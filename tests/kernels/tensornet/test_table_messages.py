@@ -26,10 +26,18 @@ IDS = ["rate-nolower", "rate-lower", "uniform-nolower", "uniform-lower"]
 PIECES = 48
 
 
-@pytest.fixture(params=[TABLE_GPU_TILE, edge_math.INTERPRETER_TILE], ids=["gpu-tile", "interpreter-tile"])
-def table_tile(request, monkeypatch):
-    """Run each table kernel with the tile shape the GPU uses and with the interpreter's."""
-    monkeypatch.setattr(edge_math, "INTERPRETER_TILE", request.param)
+# Each system with the interpreter's tile, and with the GPU's (1 receiver x 4 slots per step, so
+# many small steps under the interpreter) on the open and batched systems only, to stay fast.
+TILE_KINDS = [("gpu-tile", kind) for kind in ("open", "batched")] + [("interpreter-tile", kind) for kind in KINDS]
+TILES = {"gpu-tile": TABLE_GPU_TILE, "interpreter-tile": edge_math.INTERPRETER_TILE}
+
+
+@pytest.fixture(params=TILE_KINDS, ids=[f"{tile}-{kind}" for tile, kind in TILE_KINDS])
+def kind(request, monkeypatch):
+    """The system kind, its table kernels run with the tile shape ``request.param[0]``."""
+    tile, kind = request.param
+    monkeypatch.setattr(edge_math, "INTERPRETER_TILE", TILES[tile])
+    return kind
 
 
 def _table(model, index: int, rate_kind: str):
@@ -43,9 +51,8 @@ def _table(model, index: int, rate_kind: str):
     return table.float()
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("rbf,rate_kind,cutoff_lower", TABLES, ids=IDS)
-def test_table_interaction_messages_match_torch(table_tile, random_model, system_edges, kind, rbf, rate_kind, cutoff_lower):
+def test_table_interaction_messages_match_torch(random_model, system_edges, kind, rbf, rate_kind, cutoff_lower):
     hidden = 16
     model = random_model(hidden, rbf, "silu", cutoff_lower)
     table = _table(model, 1, rate_kind)
@@ -64,9 +71,8 @@ def test_table_interaction_messages_match_torch(table_tile, random_model, system
     torch.testing.assert_close(g_vec.double(), r_vec, **TOL)
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("rbf,rate_kind,cutoff_lower", TABLES, ids=IDS)
-def test_table_embedding_messages_match_torch(table_tile, random_model, system_edges, kind, rbf, rate_kind, cutoff_lower):
+def test_table_embedding_messages_match_torch(random_model, system_edges, kind, rbf, rate_kind, cutoff_lower):
     hidden = 20
     model = random_model(hidden, rbf, "silu", cutoff_lower)
     table = _table(model, 0, rate_kind)
