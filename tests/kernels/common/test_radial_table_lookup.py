@@ -58,8 +58,9 @@ def _lookup(table, d: torch.Tensor):
 
 @pytest.mark.parametrize("rate", [0.0, 1.5], ids=["uniform", "rate"])
 @pytest.mark.parametrize("lower", [0.0, LOWER], ids=["nolower", "lower"])
-def test_lookup_matches_torch_table(rate, lower):
-    table = build_radial_table(_filter, lower, UPPER, 256, rate, "test", zero_outside=True).float()
+@pytest.mark.parametrize("zero_outside", [True, False], ids=["zero-outside", "extrapolated"])
+def test_lookup_matches_torch_table(rate, lower, zero_outside):
+    table = build_radial_table(_filter, lower, UPPER, 256, rate, "test", zero_outside).float()
     inside = torch.rand(200, dtype=torch.float64) * (UPPER - lower) + lower
     knots = table.distance(torch.arange(0, 257, 16, dtype=torch.float64))
     near_lower = lower + torch.tensor([0.0, 1e-7, 1e-5, 1e-3], dtype=torch.float64)
@@ -75,6 +76,8 @@ def test_lookup_matches_torch_table(rate, lower):
         assert ((got.double() - exact) / scale).abs().max() <= 1.5 * error32 + 1e-7
         # and the same as torch's float32 up to that rounding
         assert ((got - torch32).double() / scale).abs().max() <= 2 * error32 + 1e-7
+    if not zero_outside:  # the end pieces extrapolated, as by the torch table (checked above)
+        return
     # exactly 0 outside the support, as the torch table
     beyond = (d >= UPPER) | ((d <= lower) if lower > 0 else torch.zeros_like(d, dtype=torch.bool))
     assert beyond.sum() >= 3
