@@ -15,8 +15,8 @@ only: the atom-type terms do not depend on positions, and parameters are constan
 Table kernels (``_table_forward_kernel``, ``_table_backward_kernel``; taken when the filter is a
 :class:`~fastnnp.kernels.common.radial_table.KernelTable`, i.e. the embedding has a radial
 table): P_ik = table(d) (projections times cutoff, tabulated), looked up per directed edge as a
-gather of the piece's four coefficient rows per group (cheaper than writing and reading P per
-pair); backward takes d P / d d from the same cubic's slope instead of recomputing basis,
+gather of the piece's four coefficient rows per group (from L2, cheaper than writing and
+reading P per pair: :mod:`~fastnnp.kernels.tensornet.interaction_messages`); backward takes d P / d d from the same cubic's slope instead of recomputing basis,
 projection and cutoff. The direction sums and the A, S parts of backward are helpers shared
 with the projection kernels.
 """
