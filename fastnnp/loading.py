@@ -53,7 +53,9 @@ def load_model(
             built from the checkpoint's weights (:mod:`fastnnp.models.common.radial_table`;
             a filter whose table misses its bound runs exactly, with a warning), ``"exact"``
             the model's own layers, ``"auto"`` (default) tables for float32 and the exact
-            filters for float64 (tables there miss TorchMD-Net's 1e-9 float64 parity).
+            filters for float64 (tables there miss TorchMD-Net's 1e-9 float64 parity). Both
+            backends read the tables; on Triton (float32) ``"auto"`` gives the table kernels
+            and ``"exact"`` the kernels that run the radial MLPs.
         overrides: hyper-parameters to replace, as TorchMD-Net's ``load_model`` kwargs; e.g.
             ``remove_ref_energy=False`` turns a delta-learned model's disabled Atomref back on.
     """
@@ -102,8 +104,6 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
         raise ValueError(f"unknown radial={radial!r}; choose one of {', '.join(RADIAL_MODES)}")
     device = torch.device(device or "cpu")
     backend = choose_backend(backend, hparams, dtype or model_dtype(hparams), device)
-    if backend == "triton" and radial == "table":
-        raise ValueError("the Triton kernels do not read radial tables yet: use radial='exact' (or 'auto'), or backend='torch'")
     model = build_model(hparams, list(checkpoint.state_dict), derivative, checkpoint.default_box, backend=backend)
     if delta_learning and overrides.get("remove_ref_energy") is False:
         _enable_atomref(model)
@@ -116,8 +116,7 @@ def _load_single(path, overrides, derivative, device, dtype, layout, trust_check
         model.requires_grad_(False)
     if dtype is not None:
         model = model.to(dtype)
-    if backend == "torch":
-        attach_radial_tables(model.representation_model, model.dtype, radial)
+    attach_radial_tables(model.representation_model, model.dtype, radial)
     return model.to(device)
 
 

@@ -11,8 +11,9 @@ import pytest
 from fastnnp.kernels.common.occupancy import occupancy
 from fastnnp.kernels.common.resources import PtxasFigures, parse_ptxas_log
 
-# Compile cases at each feature width.
-KERNELS = 9
+# Compile cases at each feature width: the neighbour search, the embedding's and the interactions'
+# message kernels (radial MLP and radial table, forward and backward each) and the four update kernels.
+KERNELS = 13
 
 
 def test_kernels_compile_for_h100(tmp_path):

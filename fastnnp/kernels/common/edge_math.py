@@ -19,9 +19,10 @@ INTERPRETER_TILE = (8, 32)
 FLOAT_SCALARS = ("alpha", "lower", "upper")
 
 
-def tile_shape() -> tuple[int, int]:
-    """(ROWS, SLOTS) of the edge kernels' tiles on this platform."""
-    return INTERPRETER_TILE if interpreting() else GPU_TILE
+def tile_shape(gpu_tile: tuple[int, int] = GPU_TILE) -> tuple[int, int]:
+    """(ROWS, SLOTS) of the edge kernels' tiles on this platform: ``gpu_tile`` on the GPU
+    (the MLP kernels' GPU_TILE unless a kernel family has its own)."""
+    return INTERPRETER_TILE if interpreting() else gpu_tile
 
 
 def gpu_tile_constexprs(channels: int, num_rbf: int) -> dict:

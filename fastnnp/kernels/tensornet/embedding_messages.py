@@ -1,4 +1,4 @@
-"""TensorNet embedding messages: distance, direction, radial basis, projection and aggregation, fused.
+"""TensorNet embedding messages: distance, direction, radial filter (basis and projection, or a radial table) and aggregation, fused.
 
 For receiver i, its neighbours j in a :class:`~fastnnp.kernels.common.neighbor_search.NeighborTable`,
 edge vector v_ik, length d and direction u = v / d:
@@ -11,9 +11,17 @@ The layout (I, A as a vector, S as six entries) matches
 :mod:`~fastnnp.kernels.tensornet.interaction_messages`. Programs take ``ROWS`` receivers, ``SLOTS`` slots
 at a time, and sum in registers (no atomics). Backward gives the gradient for the edge vectors
 only: the atom-type terms do not depend on positions, and parameters are constants.
+
+Table kernels (``_table_forward_kernel``, ``_table_backward_kernel``; taken when the filter is a
+:class:`~fastnnp.kernels.common.radial_table.KernelTable`, i.e. the embedding has a radial
+table): P_ik = table(d) (projections times cutoff, tabulated), looked up per directed edge as a
+gather of the piece's four coefficient rows per group (from L2, cheaper than writing and
+reading P per pair: :mod:`~fastnnp.kernels.tensornet.interaction_messages`); backward takes d P / d d from the same cubic's slope instead of recomputing basis,
+projection and cutoff. The direction sums and the A, S parts of backward are helpers shared
+with the projection kernels.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import torch
 import triton
@@ -31,7 +39,9 @@ from ..common.edge_math import (
     tile_shape,
     gpu_tile_constexprs,
 )
+from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
+from .table_tiles import TABLE_GPU_TILE, TABLE_NUM_WARPS, table_compile_cases
 
 
 class DistanceProjection(NamedTuple):
@@ -45,6 +55,10 @@ class DistanceProjection(NamedTuple):
     cutoff_upper: float
     weight: Tensor
     bias: Tensor
+
+
+# What the kernels take as the embedding's radial filter: the projections, or a table of them.
+Radial = Union[DistanceProjection, KernelTable]
 
 
 @triton.jit
@@ -71,6 +85,27 @@ def _direction(vx, vy, vz, d):
 
 
 @triton.jit
+def _vector_messages(a1, a2, a3, m1, ux, uy, uz, ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr):
+    """a1..a3 plus the receivers' sums of the A messages ``m1`` [M, BF] times the direction."""
+    a1 += row_sum(m1 * ux[:, None], ROWS, SLOTS, BF)
+    a2 += row_sum(m1 * uy[:, None], ROWS, SLOTS, BF)
+    a3 += row_sum(m1 * uz[:, None], ROWS, SLOTS, BF)
+    return a1, a2, a3
+
+
+@triton.jit
+def _tensor_messages(a4, a5, a6, a7, a8, a9, m2, ux, uy, uz, ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr):
+    """a4..a9 plus the receivers' sums of the S messages ``m2`` [M, BF] times u u^T (xx yy zz xy xz yz)."""
+    a4 += row_sum(m2 * (ux * ux)[:, None], ROWS, SLOTS, BF)
+    a5 += row_sum(m2 * (uy * uy)[:, None], ROWS, SLOTS, BF)
+    a6 += row_sum(m2 * (uz * uz)[:, None], ROWS, SLOTS, BF)
+    a7 += row_sum(m2 * (ux * uy)[:, None], ROWS, SLOTS, BF)
+    a8 += row_sum(m2 * (ux * uz)[:, None], ROWS, SLOTS, BF)
+    a9 += row_sum(m2 * (uy * uz)[:, None], ROWS, SLOTS, BF)
+    return a4, a5, a6, a7, a8, a9
+
+
+@triton.jit
 def _forward_kernel(
     vec_ptr, nbr_ptr, counts_ptr, zr_ptr, zs_ptr, out_ptr, p0_ptr, p1_ptr, w_ptr, b_ptr,
     n_rows, K, R, F, alpha, lower, upper,
@@ -90,16 +125,9 @@ def _forward_kernel(
         types = (_atom_rows(zr_ptr, row, F, valid, BF) + _atom_rows(zs_ptr, sender, F, valid, BF)) * cut[:, None]
         a0 += row_sum(_projection(rbf, w_ptr, b_ptr, 0, R, F, BR, BF, PRECISION) * types, ROWS, SLOTS, BF)
         m1 = _projection(rbf, w_ptr, b_ptr, 1, R, F, BR, BF, PRECISION) * types
-        a1 += row_sum(m1 * ux[:, None], ROWS, SLOTS, BF)
-        a2 += row_sum(m1 * uy[:, None], ROWS, SLOTS, BF)
-        a3 += row_sum(m1 * uz[:, None], ROWS, SLOTS, BF)
+        a1, a2, a3 = _vector_messages(a1, a2, a3, m1, ux, uy, uz, ROWS, SLOTS, BF)
         m2 = _projection(rbf, w_ptr, b_ptr, 2, R, F, BR, BF, PRECISION) * types
-        a4 += row_sum(m2 * (ux * ux)[:, None], ROWS, SLOTS, BF)
-        a5 += row_sum(m2 * (uy * uy)[:, None], ROWS, SLOTS, BF)
-        a6 += row_sum(m2 * (uz * uz)[:, None], ROWS, SLOTS, BF)
-        a7 += row_sum(m2 * (ux * uy)[:, None], ROWS, SLOTS, BF)
-        a8 += row_sum(m2 * (ux * uz)[:, None], ROWS, SLOTS, BF)
-        a9 += row_sum(m2 * (uy * uz)[:, None], ROWS, SLOTS, BF)
+        a4, a5, a6, a7, a8, a9 = _tensor_messages(a4, a5, a6, a7, a8, a9, m2, ux, uy, uz, ROWS, SLOTS, BF)
     store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
@@ -108,6 +136,56 @@ def _grad_rows(grad_ptr, row, c: tl.constexpr, F, valid, BF: tl.constexpr):
     """Component ``c`` [M, BF] of the incoming gradient [N, 10, F] at the receivers."""
     f = tl.arange(0, BF)
     return tl.load(grad_ptr + row[:, None] * (10 * F) + c * F + f[None, :], mask=valid[:, None] & (f[None, :] < F), other=0.0)
+
+
+@triton.jit
+def _vector_backward(message, types, grad_ptr, row, F, valid, ux, uy, uz, BF: tl.constexpr):
+    """A part of the backward pass, from its messages (filter x types) [M, BF]: d loss / d direction
+    (g_ux, g_uy, g_uz [M]) and d loss / d filter [M, BF]."""
+    gx = _grad_rows(grad_ptr, row, 1, F, valid, BF)
+    gy = _grad_rows(grad_ptr, row, 2, F, valid, BF)
+    gz = _grad_rows(grad_ptr, row, 3, F, valid, BF)
+    g_ux = tl.sum(message * gx, axis=1)
+    g_uy = tl.sum(message * gy, axis=1)
+    g_uz = tl.sum(message * gz, axis=1)
+    return g_ux, g_uy, g_uz, (gx * ux[:, None] + gy * uy[:, None] + gz * uz[:, None]) * types
+
+
+@triton.jit
+def _tensor_backward(message, types, grad_ptr, row, F, valid, ux, uy, uz, BF: tl.constexpr):
+    """S part of the backward pass (six outer-product entries xx yy zz xy xz yz), as
+    :func:`_vector_backward`."""
+    gxx = _grad_rows(grad_ptr, row, 4, F, valid, BF)
+    gyy = _grad_rows(grad_ptr, row, 5, F, valid, BF)
+    gzz = _grad_rows(grad_ptr, row, 6, F, valid, BF)
+    gxy = _grad_rows(grad_ptr, row, 7, F, valid, BF)
+    gxz = _grad_rows(grad_ptr, row, 8, F, valid, BF)
+    gyz = _grad_rows(grad_ptr, row, 9, F, valid, BF)
+    txx = tl.sum(message * gxx, axis=1)
+    tyy = tl.sum(message * gyy, axis=1)
+    tzz = tl.sum(message * gzz, axis=1)
+    txy = tl.sum(message * gxy, axis=1)
+    txz = tl.sum(message * gxz, axis=1)
+    tyz = tl.sum(message * gyz, axis=1)
+    g_lin = (
+        gxx * (ux * ux)[:, None] + gyy * (uy * uy)[:, None] + gzz * (uz * uz)[:, None]
+        + gxy * (ux * uy)[:, None] + gxz * (ux * uz)[:, None] + gyz * (uy * uz)[:, None]
+    ) * types
+    return (2.0 * txx * ux + txy * uy + txz * uz, 2.0 * tyy * uy + txy * ux + tyz * uz,
+            2.0 * tzz * uz + txz * ux + tyz * uy, g_lin)
+
+
+@triton.jit
+def _store_vector_gradient(grad_vec_ptr, edge, valid, d, ux, uy, uz, g_d, g_ux, g_uy, g_uz):
+    """Length and direction -> vector: dv = g_d u + (g_u - (g_u . u) u) / d."""
+    radial = g_ux * ux + g_uy * uy + g_uz * uz
+    inv = tl.where(d > 0, 1.0 / tl.where(d > 0, d, 1.0), 0.0)
+    gvx = tl.where(valid, g_d * ux + (g_ux - radial * ux) * inv, 0.0)
+    gvy = tl.where(valid, g_d * uy + (g_uy - radial * uy) * inv, 0.0)
+    gvz = tl.where(valid, g_d * uz + (g_uz - radial * uz) * inv, 0.0)
+    tl.store(grad_vec_ptr + 3 * edge, gvx, mask=valid)
+    tl.store(grad_vec_ptr + 3 * edge + 1, gvy, mask=valid)
+    tl.store(grad_vec_ptr + 3 * edge + 2, gvz, mask=valid)
 
 
 @triton.jit
@@ -137,79 +215,111 @@ def _backward_kernel(
                        input_precision=PRECISION)
         # A: also d loss / d direction.
         lin = _projection(rbf, w_ptr, b_ptr, 1, R, F, BR, BF, PRECISION)
-        gx = _grad_rows(grad_ptr, row, 1, F, valid, BF)
-        gy = _grad_rows(grad_ptr, row, 2, F, valid, BF)
-        gz = _grad_rows(grad_ptr, row, 3, F, valid, BF)
-        message = lin * types * cut[:, None]
-        g_ux = tl.sum(message * gx, axis=1)
-        g_uy = tl.sum(message * gy, axis=1)
-        g_uz = tl.sum(message * gz, axis=1)
-        g_lin = (gx * ux[:, None] + gy * uy[:, None] + gz * uz[:, None]) * types
+        g_ux, g_uy, g_uz, g_lin = _vector_backward(lin * types * cut[:, None], types, grad_ptr, row, F, valid, ux, uy, uz, BF)
         g_cut += tl.sum(g_lin * lin, axis=1)
         g_rbf += tl.dot(g_lin * cut[:, None], tl.load(w_ptr + (F + f[:, None]) * R + r[None, :], mask=w_mask, other=0.0),
                         input_precision=PRECISION)
         # S: six outer-product entries xx yy zz xy xz yz.
         lin = _projection(rbf, w_ptr, b_ptr, 2, R, F, BR, BF, PRECISION)
-        message = lin * types * cut[:, None]
-        gxx = _grad_rows(grad_ptr, row, 4, F, valid, BF)
-        gyy = _grad_rows(grad_ptr, row, 5, F, valid, BF)
-        gzz = _grad_rows(grad_ptr, row, 6, F, valid, BF)
-        gxy = _grad_rows(grad_ptr, row, 7, F, valid, BF)
-        gxz = _grad_rows(grad_ptr, row, 8, F, valid, BF)
-        gyz = _grad_rows(grad_ptr, row, 9, F, valid, BF)
-        txx = tl.sum(message * gxx, axis=1)
-        tyy = tl.sum(message * gyy, axis=1)
-        tzz = tl.sum(message * gzz, axis=1)
-        txy = tl.sum(message * gxy, axis=1)
-        txz = tl.sum(message * gxz, axis=1)
-        tyz = tl.sum(message * gyz, axis=1)
-        g_ux += 2.0 * txx * ux + txy * uy + txz * uz
-        g_uy += 2.0 * tyy * uy + txy * ux + tyz * uz
-        g_uz += 2.0 * tzz * uz + txz * ux + tyz * uy
-        g_lin = (
-            gxx * (ux * ux)[:, None] + gyy * (uy * uy)[:, None] + gzz * (uz * uz)[:, None]
-            + gxy * (ux * uy)[:, None] + gxz * (ux * uz)[:, None] + gyz * (uy * uz)[:, None]
-        ) * types
+        dux, duy, duz, g_lin = _tensor_backward(lin * types * cut[:, None], types, grad_ptr, row, F, valid, ux, uy, uz, BF)
+        g_ux += dux
+        g_uy += duy
+        g_uz += duz
         g_cut += tl.sum(g_lin * lin, axis=1)
         g_rbf += tl.dot(g_lin * cut[:, None], tl.load(w_ptr + (2 * F + f[:, None]) * R + r[None, :], mask=w_mask, other=0.0),
                         input_precision=PRECISION)
         # Length and direction -> vector: dv = g_d u + (g_u - (g_u . u) u) / d.
         g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
-        radial = g_ux * ux + g_uy * uy + g_uz * uz
-        inv = tl.where(d > 0, 1.0 / tl.where(d > 0, d, 1.0), 0.0)
-        gvx = tl.where(valid, g_d * ux + (g_ux - radial * ux) * inv, 0.0)
-        gvy = tl.where(valid, g_d * uy + (g_uy - radial * uy) * inv, 0.0)
-        gvz = tl.where(valid, g_d * uz + (g_uz - radial * uz) * inv, 0.0)
-        tl.store(grad_vec_ptr + 3 * edge, gvx, mask=valid)
-        tl.store(grad_vec_ptr + 3 * edge + 1, gvy, mask=valid)
-        tl.store(grad_vec_ptr + 3 * edge + 2, gvz, mask=valid)
+        _store_vector_gradient(grad_vec_ptr, edge, valid, d, ux, uy, uz, g_d, g_ux, g_uy, g_uz)
 
 
-def _launch_args(projection: DistanceProjection, neighbors: Tensor, precision: str):
+@triton.jit
+def _table_forward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, zr_ptr, zs_ptr, out_ptr, coef_ptr,
+    n_rows, K, F, pieces, lower, upper, rate, scale, slope_scale,
+    RATE: tl.constexpr, ZERO_OUTSIDE: tl.constexpr, HAS_LOWER: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        ux, uy, uz = _direction(vx, vy, vz, d)
+        piece, u, dt, use = table_position(d, valid, pieces, lower, upper, rate, scale, slope_scale, RATE, ZERO_OUTSIDE, HAS_LOWER)
+        types = _atom_rows(zr_ptr, row, F, valid, BF) + _atom_rows(zs_ptr, sender, F, valid, BF)
+        p0, _ = table_group(coef_ptr, piece, u, dt, use, 0, F, BF, False)
+        a0 += row_sum(p0 * types, ROWS, SLOTS, BF)
+        p1, _ = table_group(coef_ptr, piece, u, dt, use, 1, F, BF, False)
+        a1, a2, a3 = _vector_messages(a1, a2, a3, p1 * types, ux, uy, uz, ROWS, SLOTS, BF)
+        p2, _ = table_group(coef_ptr, piece, u, dt, use, 2, F, BF, False)
+        a4, a5, a6, a7, a8, a9 = _tensor_messages(a4, a5, a6, a7, a8, a9, p2 * types, ux, uy, uz, ROWS, SLOTS, BF)
+    store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
+
+
+@triton.jit
+def _table_backward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, zr_ptr, zs_ptr, grad_ptr, grad_vec_ptr, coef_ptr,
+    n_rows, K, F, pieces, lower, upper, rate, scale, slope_scale,
+    RATE: tl.constexpr, ZERO_OUTSIDE: tl.constexpr, HAS_LOWER: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        ux, uy, uz = _direction(vx, vy, vz, d)
+        piece, u, dt, use = table_position(d, valid, pieces, lower, upper, rate, scale, slope_scale, RATE, ZERO_OUTSIDE, HAS_LOWER)
+        types = _atom_rows(zr_ptr, row, F, valid, BF) + _atom_rows(zs_ptr, sender, F, valid, BF)
+        # I: d loss / d filter, through the table's slope to the length.
+        value, slope = table_group(coef_ptr, piece, u, dt, use, 0, F, BF, True)
+        g_d = tl.sum(_grad_rows(grad_ptr, row, 0, F, valid, BF) * types * slope, axis=1)
+        # A: also d loss / d direction.
+        value, slope = table_group(coef_ptr, piece, u, dt, use, 1, F, BF, True)
+        g_ux, g_uy, g_uz, g_filter = _vector_backward(value * types, types, grad_ptr, row, F, valid, ux, uy, uz, BF)
+        g_d += tl.sum(g_filter * slope, axis=1)
+        # S: six outer-product entries xx yy zz xy xz yz.
+        value, slope = table_group(coef_ptr, piece, u, dt, use, 2, F, BF, True)
+        dux, duy, duz, g_filter = _tensor_backward(value * types, types, grad_ptr, row, F, valid, ux, uy, uz, BF)
+        g_ux += dux
+        g_uy += duy
+        g_uz += duz
+        g_d += tl.sum(g_filter * slope, axis=1)
+        _store_vector_gradient(grad_vec_ptr, edge, valid, d, ux, uy, uz, g_d, g_ux, g_uy, g_uz)
+
+
+def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
+    """(kernel, grid, parameter arguments, scalar arguments, meta) of the projection or the table kernel."""
     n_rows, K = neighbors.shape
-    F3, R = projection.weight.shape
+    if isinstance(radial, KernelTable):
+        rows, slots = tile_shape(TABLE_GPU_TILE)
+        F = radial.channels // 3
+        meta = dict(**radial.constexprs(), ROWS=rows, SLOTS=slots, BF=max(16, triton.next_power_of_2(F)),
+                    num_warps=TABLE_NUM_WARPS)
+        kernel = _table_backward_kernel if backward else _table_forward_kernel
+        return kernel, (triton.cdiv(n_rows, rows),), (radial.coefficients,), (n_rows, K, F, *radial.scalars()), meta
+    F3, R = radial.weight.shape
     F = F3 // 3
-    weights = (projection.p0, projection.p1, projection.weight, projection.bias)
-    scalars = (n_rows, K, R, F, projection.alpha, projection.cutoff_lower, projection.cutoff_upper)
+    weights = (radial.p0, radial.p1, radial.weight, radial.bias)
+    scalars = (n_rows, K, R, F, radial.alpha, radial.cutoff_lower, radial.cutoff_upper)
     rows, slots = tile_shape()
     meta = dict(
-        RBF=projection.rbf_code, HAS_LOWER=projection.cutoff_lower > 0, PRECISION=precision, ROWS=rows, SLOTS=slots,
+        RBF=radial.rbf_code, HAS_LOWER=radial.cutoff_lower > 0, PRECISION=precision, ROWS=rows, SLOTS=slots,
         BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
     )
-    return (triton.cdiv(n_rows, rows),), weights, scalars, meta
+    kernel = _backward_kernel if backward else _forward_kernel
+    return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
 
 
 class EmbeddingMessages(torch.autograd.Function):
     """Differentiable in the edge vectors (atom-type terms and parameters are constants)."""
 
     @staticmethod
-    def forward(ctx, vec, z_recv, z_send, neighbors, counts, projection, precision):
+    def forward(ctx, vec, z_recv, z_send, neighbors, counts, radial, precision):
         n_rows, F = z_recv.shape
         out = z_recv.new_empty(n_rows, 10, F)
-        grid, weights, scalars, meta = _launch_args(projection, neighbors, precision)
-        _forward_kernel[grid](vec, neighbors, counts, z_recv, z_send, out, *weights, *scalars, **meta)
+        kernel, grid, weights, scalars, meta = _launch(radial, neighbors, precision, backward=False)
+        kernel[grid](vec, neighbors, counts, z_recv, z_send, out, *weights, *scalars, **meta)
         ctx.save_for_backward(vec, z_recv, z_send, neighbors, counts)
-        ctx.projection, ctx.precision = projection, precision
+        ctx.radial, ctx.precision = radial, precision
         return out
 
     @staticmethod
@@ -217,30 +327,32 @@ class EmbeddingMessages(torch.autograd.Function):
     def backward(ctx, grad):
         vec, z_recv, z_send, neighbors, counts = ctx.saved_tensors
         grad_vec = torch.zeros_like(vec)
-        grid, weights, scalars, meta = _launch_args(ctx.projection, neighbors, ctx.precision)
-        _backward_kernel[grid](
-            vec, neighbors, counts, z_recv, z_send, grad.contiguous(), grad_vec, *weights, *scalars, **meta
-        )
+        kernel, grid, weights, scalars, meta = _launch(ctx.radial, neighbors, ctx.precision, backward=True)
+        kernel[grid](vec, neighbors, counts, z_recv, z_send, grad.contiguous(), grad_vec, *weights, *scalars, **meta)
         return grad_vec, None, None, None, None, None, None
 
 
 def embedding_messages(
     vec: Tensor, z_recv: Tensor, z_send: Tensor, neighbors: Tensor, counts: Tensor,
-    projection: DistanceProjection, precision: str = "ieee",
+    radial: Radial, precision: str = "ieee",
 ) -> Tensor:
     """Summed embedding messages [N, 10, F] (I, A vector, S six) of the table rows.
 
     ``vec`` [N, K, 3] edge vectors, ``z_recv``/``z_send`` [N, F] the atom-type terms of
     receiver and sender, ``neighbors`` [N, K] int32, ``counts`` [N]; float32, contiguous.
+    ``radial`` the embedding's filter: a :class:`DistanceProjection` (the projection kernels) or
+    a :class:`~fastnnp.kernels.common.radial_table.KernelTable` of it (the table kernels).
     """
     return EmbeddingMessages.apply(
         vec.contiguous(), z_recv.detach().contiguous(), z_send.detach().contiguous(),
-        neighbors.contiguous(), counts.contiguous(), projection, precision,
+        neighbors.contiguous(), counts.contiguous(), radial, precision,
     )
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
-    """Forward and backward at production shape (:mod:`fastnnp.kernels.compile_check`)."""
+    """Forward and backward of the projection and the table kernels at production shape
+    (:mod:`fastnnp.kernels.compile_check`); the table ones with rate > 0, no lower cutoff."""
     meta = dict(RBF=0, HAS_LOWER=False, PRECISION="ieee", **gpu_tile_constexprs(channels, num_rbf))
     table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
-    return [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]
+    cases = [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]
+    return cases + table_compile_cases(_table_forward_kernel, _table_backward_kernel, channels)

@@ -1,4 +1,4 @@
-"""TensorNet interaction messages: distance, radial basis, radial MLP and aggregation, fused.
+"""TensorNet interaction messages: distance, radial filter (radial MLP, or a radial table) and aggregation, fused.
 
 For receiver i and its neighbours j in a :class:`~fastnnp.kernels.common.neighbor_search.NeighborTable`
 (row i, slots k < counts[i]), with edge vector v_ik [3] and length d = |v_ik|:
@@ -15,9 +15,21 @@ Backward (forces; parameters frozen) recomputes the MLP. Because the table lists
 directions of every pair with the same length, the gradient for the features is the same
 neighbour sum applied to the incoming gradient; the gradient for each edge vector comes from
 backpropagating sum_c grad[i, c] * features[j, c] through the MLP, the basis and the cutoff.
+
+Table kernels (``_table_forward_kernel``, ``_table_backward_kernel``; taken when the filter is a
+:class:`~fastnnp.kernels.common.radial_table.KernelTable`, i.e. the layer has a radial table):
+filter_ik is read from the table, which already includes the cutoff, as a gather of the edge's
+piece (its four coefficient rows, F floats per group) and a cubic in u, per directed edge: both
+directions of a pair look it up. That reads 4 x 3F floats per edge where a filter stored per
+pair would read 3F, but from a table that stays in L2 (e.g. 2048 pieces x 4 x 384 channels x
+4 B = 12.6 MB at F=128, against about 50 MB of L2 on an H100/H200), while storing per pair would add
+a [pairs, 3F] write, its DRAM read and a kernel; so the lookup is done per directed edge. Backward
+uses the same polynomial's slope: d loss / d d_ik = sum_g sum_f slope_g(d) sum_{c in g}
+grad[i, c] features[j, c], no MLP, no basis, no cutoff recomputed. The neighbour sums and the
+per-group gradient products are the same ``@triton.jit`` helpers in both families.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import torch
 import triton
@@ -37,7 +49,9 @@ from ..common.edge_math import (
     tile_shape,
     gpu_tile_constexprs,
 )
+from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
+from .table_tiles import TABLE_GPU_TILE, TABLE_NUM_WARPS, table_compile_cases
 
 
 # Hidden units of the radial MLP's 2F-wide layer handled per step (bounds the staged weight tiles).
@@ -61,6 +75,10 @@ class RadialMLP(NamedTuple):
     b2: Tensor
     w3: Tensor  # [3F, 2F]
     b3: Tensor
+
+
+# What the kernels take as a layer's radial filter: the MLP, or a table of it.
+Radial = Union[RadialMLP, KernelTable]
 
 
 @triton.jit
@@ -120,6 +138,28 @@ def _gather(ptr, atom, c: tl.constexpr, F, valid, BF: tl.constexpr):
 
 
 @triton.jit
+def _vector_sums(a1, a2, a3, filt, ptr, sender, F, valid, ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr):
+    """a1..a3 plus the neighbour sums of ``filt`` [M, BF] times components 1..3 (A) of ``ptr`` at the senders."""
+    a1 += row_sum(filt * _gather(ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
+    a2 += row_sum(filt * _gather(ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
+    a3 += row_sum(filt * _gather(ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
+    return a1, a2, a3
+
+
+@triton.jit
+def _tensor_sums(a4, a5, a6, a7, a8, a9, filt, ptr, sender, F, valid,
+                 ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr):
+    """a4..a9 plus the neighbour sums of ``filt`` [M, BF] times components 4..9 (S) of ``ptr`` at the senders."""
+    a4 += row_sum(filt * _gather(ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
+    a5 += row_sum(filt * _gather(ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
+    a6 += row_sum(filt * _gather(ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
+    a7 += row_sum(filt * _gather(ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
+    a8 += row_sum(filt * _gather(ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
+    a9 += row_sum(filt * _gather(ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
+    return a4, a5, a6, a7, a8, a9
+
+
+@triton.jit
 def _forward_kernel(
     vec_ptr, nbr_ptr, counts_ptr, feat_ptr, out_ptr,
     p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
@@ -137,16 +177,9 @@ def _forward_kernel(
         f0 = activation(z3a, ACT) * cut[:, None]
         a0 += row_sum(f0 * _gather(feat_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
         f1 = activation(z3b, ACT) * cut[:, None]
-        a1 += row_sum(f1 * _gather(feat_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
-        a2 += row_sum(f1 * _gather(feat_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
-        a3 += row_sum(f1 * _gather(feat_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
+        a1, a2, a3 = _vector_sums(a1, a2, a3, f1, feat_ptr, sender, F, valid, ROWS, SLOTS, BF)
         f2 = activation(z3c, ACT) * cut[:, None]
-        a4 += row_sum(f2 * _gather(feat_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
-        a5 += row_sum(f2 * _gather(feat_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
-        a6 += row_sum(f2 * _gather(feat_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
-        a7 += row_sum(f2 * _gather(feat_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
-        a8 += row_sum(f2 * _gather(feat_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
-        a9 += row_sum(f2 * _gather(feat_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
+        a4, a5, a6, a7, a8, a9 = _tensor_sums(a4, a5, a6, a7, a8, a9, f2, feat_ptr, sender, F, valid, ROWS, SLOTS, BF)
     store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
@@ -154,6 +187,26 @@ def _forward_kernel(
 def _pair_product(grad_ptr, feat_ptr, row, sender, c: tl.constexpr, F, valid, BF: tl.constexpr):
     """grad[i, c] * features[j, c] [M, BF] for the tile's edges."""
     return _gather(grad_ptr, row, c, F, valid, BF) * _gather(feat_ptr, sender, c, F, valid, BF)
+
+
+@triton.jit
+def _group_product(grad_ptr, feat_ptr, row, sender, FIRST: tl.constexpr, LAST: tl.constexpr, F, valid,
+                   BF: tl.constexpr):
+    """d loss / d filter [M, BF] of one filter group: sum over its components c = FIRST .. LAST - 1
+    of grad[i, c] * features[j, c]."""
+    g = _pair_product(grad_ptr, feat_ptr, row, sender, FIRST, F, valid, BF)
+    for c in tl.static_range(FIRST + 1, LAST):
+        g += _pair_product(grad_ptr, feat_ptr, row, sender, c, F, valid, BF)
+    return g
+
+
+@triton.jit
+def _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d):
+    """d loss / d v = g_d v / d for the tile's edges (0 at d = 0 and in the padding)."""
+    scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
+    tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
+    tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
+    tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)
 
 
 @triton.jit
@@ -180,33 +233,19 @@ def _backward_kernel(
         out3 = activation(z3a, ACT)
         filt = out3 * cut[:, None]
         a0 += row_sum(filt * _gather(grad_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
-        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 0, F, valid, BF)
+        g_filter = _group_product(grad_ptr, feat_ptr, row, sender, 0, 1, F, valid, BF)
         g_cut = tl.sum(g_filter * out3, axis=1)
         g_z3a = g_filter * cut[:, None] * activation_grad(z3a, ACT)
         out3 = activation(z3b, ACT)
         filt = out3 * cut[:, None]
-        a1 += row_sum(filt * _gather(grad_ptr, sender, 1, F, valid, BF), ROWS, SLOTS, BF)
-        a2 += row_sum(filt * _gather(grad_ptr, sender, 2, F, valid, BF), ROWS, SLOTS, BF)
-        a3 += row_sum(filt * _gather(grad_ptr, sender, 3, F, valid, BF), ROWS, SLOTS, BF)
-        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 1, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 2, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 3, F, valid, BF)
+        a1, a2, a3 = _vector_sums(a1, a2, a3, filt, grad_ptr, sender, F, valid, ROWS, SLOTS, BF)
+        g_filter = _group_product(grad_ptr, feat_ptr, row, sender, 1, 4, F, valid, BF)
         g_cut += tl.sum(g_filter * out3, axis=1)
         g_z3b = g_filter * cut[:, None] * activation_grad(z3b, ACT)
         out3 = activation(z3c, ACT)
         filt = out3 * cut[:, None]
-        a4 += row_sum(filt * _gather(grad_ptr, sender, 4, F, valid, BF), ROWS, SLOTS, BF)
-        a5 += row_sum(filt * _gather(grad_ptr, sender, 5, F, valid, BF), ROWS, SLOTS, BF)
-        a6 += row_sum(filt * _gather(grad_ptr, sender, 6, F, valid, BF), ROWS, SLOTS, BF)
-        a7 += row_sum(filt * _gather(grad_ptr, sender, 7, F, valid, BF), ROWS, SLOTS, BF)
-        a8 += row_sum(filt * _gather(grad_ptr, sender, 8, F, valid, BF), ROWS, SLOTS, BF)
-        a9 += row_sum(filt * _gather(grad_ptr, sender, 9, F, valid, BF), ROWS, SLOTS, BF)
-        g_filter = _pair_product(grad_ptr, feat_ptr, row, sender, 4, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 5, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 6, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 7, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 8, F, valid, BF)
-        g_filter += _pair_product(grad_ptr, feat_ptr, row, sender, 9, F, valid, BF)
+        a4, a5, a6, a7, a8, a9 = _tensor_sums(a4, a5, a6, a7, a8, a9, filt, grad_ptr, sender, F, valid, ROWS, SLOTS, BF)
+        g_filter = _group_product(grad_ptr, feat_ptr, row, sender, 4, 10, F, valid, BF)
         g_cut += tl.sum(g_filter * out3, axis=1)
         g_z3c = g_filter * cut[:, None] * activation_grad(z3c, ACT)
         # Back through the hidden layer, KC units at a time (recomputed), to the first layer.
@@ -221,38 +260,90 @@ def _backward_kernel(
             g_h1 += tl.dot(g_h2 * activation_grad(z2, ACT), w2, input_precision=PRECISION)
         g_rbf = tl.dot(g_h1 * activation_grad(z1, ACT), w1, input_precision=PRECISION)
         g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
-        scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
-        tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
-        tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
-        tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)
+        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
     store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
-def _launch_args(mlp: RadialMLP, neighbors: Tensor, precision: str):
+@triton.jit
+def _table_forward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, feat_ptr, out_ptr, coef_ptr,
+    n_rows, K, F, pieces, lower, upper, rate, scale, slope_scale,
+    RATE: tl.constexpr, ZERO_OUTSIDE: tl.constexpr, HAS_LOWER: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        piece, u, dt, use = table_position(d, valid, pieces, lower, upper, rate, scale, slope_scale, RATE, ZERO_OUTSIDE, HAS_LOWER)
+        f0, _ = table_group(coef_ptr, piece, u, dt, use, 0, F, BF, False)
+        a0 += row_sum(f0 * _gather(feat_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
+        f1, _ = table_group(coef_ptr, piece, u, dt, use, 1, F, BF, False)
+        a1, a2, a3 = _vector_sums(a1, a2, a3, f1, feat_ptr, sender, F, valid, ROWS, SLOTS, BF)
+        f2, _ = table_group(coef_ptr, piece, u, dt, use, 2, F, BF, False)
+        a4, a5, a6, a7, a8, a9 = _tensor_sums(a4, a5, a6, a7, a8, a9, f2, feat_ptr, sender, F, valid, ROWS, SLOTS, BF)
+    store_all_rows(out_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
+
+
+@triton.jit
+def _table_backward_kernel(
+    vec_ptr, nbr_ptr, counts_ptr, feat_ptr, grad_ptr, grad_feat_ptr, grad_vec_ptr, coef_ptr,
+    n_rows, K, F, pieces, lower, upper, rate, scale, slope_scale,
+    RATE: tl.constexpr, ZERO_OUTSIDE: tl.constexpr, HAS_LOWER: tl.constexpr,
+    ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr,
+):
+    row0, max_count = program_rows(counts_ptr, n_rows, ROWS)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = zero_rows(ROWS, BF)
+    for slot0 in range(0, max_count, SLOTS):
+        row, sender, valid, edge, vx, vy, vz, d = edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+        piece, u, dt, use = table_position(d, valid, pieces, lower, upper, rate, scale, slope_scale, RATE, ZERO_OUTSIDE, HAS_LOWER)
+        # Per group: the feature gradient's neighbour sum, and d loss / d d through the table's slope.
+        filt, slope = table_group(coef_ptr, piece, u, dt, use, 0, F, BF, True)
+        a0 += row_sum(filt * _gather(grad_ptr, sender, 0, F, valid, BF), ROWS, SLOTS, BF)
+        g_d = tl.sum(_group_product(grad_ptr, feat_ptr, row, sender, 0, 1, F, valid, BF) * slope, axis=1)
+        filt, slope = table_group(coef_ptr, piece, u, dt, use, 1, F, BF, True)
+        a1, a2, a3 = _vector_sums(a1, a2, a3, filt, grad_ptr, sender, F, valid, ROWS, SLOTS, BF)
+        g_d += tl.sum(_group_product(grad_ptr, feat_ptr, row, sender, 1, 4, F, valid, BF) * slope, axis=1)
+        filt, slope = table_group(coef_ptr, piece, u, dt, use, 2, F, BF, True)
+        a4, a5, a6, a7, a8, a9 = _tensor_sums(a4, a5, a6, a7, a8, a9, filt, grad_ptr, sender, F, valid, ROWS, SLOTS, BF)
+        g_d += tl.sum(_group_product(grad_ptr, feat_ptr, row, sender, 4, 10, F, valid, BF) * slope, axis=1)
+        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
+    store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
+
+
+def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
+    """(kernel, grid, parameter arguments, scalar arguments, meta) of the MLP or the table kernel."""
     n_rows, K = neighbors.shape
-    F, R = mlp.w1.shape
+    if isinstance(radial, KernelTable):
+        rows, slots = tile_shape(TABLE_GPU_TILE)
+        F = radial.channels // 3
+        meta = dict(**radial.constexprs(), ROWS=rows, SLOTS=slots, BF=max(16, triton.next_power_of_2(F)),
+                    num_warps=TABLE_NUM_WARPS)
+        kernel = _table_backward_kernel if backward else _table_forward_kernel
+        return kernel, (triton.cdiv(n_rows, rows),), (radial.coefficients,), (n_rows, K, F, *radial.scalars()), meta
+    F, R = radial.w1.shape
     rows, slots = tile_shape()
-    grid = (triton.cdiv(n_rows, rows),)
-    weights = (mlp.p0, mlp.p1, mlp.w1, mlp.b1, mlp.w2, mlp.b2, mlp.w3, mlp.b3)
-    scalars = (n_rows, K, R, F, mlp.alpha, mlp.cutoff_lower, mlp.cutoff_upper)
+    weights = (radial.p0, radial.p1, radial.w1, radial.b1, radial.w2, radial.b2, radial.w3, radial.b3)
+    scalars = (n_rows, K, R, F, radial.alpha, radial.cutoff_lower, radial.cutoff_upper)
     meta = dict(
-        RBF=mlp.rbf_code, ACT=mlp.activation_code, HAS_LOWER=mlp.cutoff_lower > 0, PRECISION=precision,
+        RBF=radial.rbf_code, ACT=radial.activation_code, HAS_LOWER=radial.cutoff_lower > 0, PRECISION=precision,
         ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
         KC=HIDDEN_CHUNK,
     )
-    return grid, weights, scalars, meta
+    kernel = _backward_kernel if backward else _forward_kernel
+    return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
 
 
 class InteractionMessages(torch.autograd.Function):
-    """Differentiable in the edge vectors and the features (the MLP's parameters are constants)."""
+    """Differentiable in the edge vectors and the features (the filter's parameters are constants)."""
 
     @staticmethod
-    def forward(ctx, vec, features, neighbors, counts, mlp, precision):
+    def forward(ctx, vec, features, neighbors, counts, radial, precision):
         out = torch.empty_like(features)
-        grid, weights, scalars, meta = _launch_args(mlp, neighbors, precision)
-        _forward_kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
+        kernel, grid, weights, scalars, meta = _launch(radial, neighbors, precision, backward=False)
+        kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
         ctx.save_for_backward(vec, features, neighbors, counts)
-        ctx.mlp, ctx.precision = mlp, precision
+        ctx.radial, ctx.precision = radial, precision
         return out
 
     @staticmethod
@@ -262,29 +353,32 @@ class InteractionMessages(torch.autograd.Function):
         grad = grad.contiguous()
         grad_features = torch.empty_like(features)
         grad_vec = torch.zeros_like(vec)
-        grid, weights, scalars, meta = _launch_args(ctx.mlp, neighbors, ctx.precision)
-        _backward_kernel[grid](
-            vec, neighbors, counts, features, grad, grad_features, grad_vec, *weights, *scalars, **meta
-        )
+        kernel, grid, weights, scalars, meta = _launch(ctx.radial, neighbors, ctx.precision, backward=True)
+        kernel[grid](vec, neighbors, counts, features, grad, grad_features, grad_vec, *weights, *scalars, **meta)
         return grad_vec, grad_features, None, None, None, None
 
 
 def interaction_messages(
-    vec: Tensor, features: Tensor, neighbors: Tensor, counts: Tensor, mlp: RadialMLP, precision: str = "ieee"
+    vec: Tensor, features: Tensor, neighbors: Tensor, counts: Tensor, radial: Radial, precision: str = "ieee"
 ) -> Tensor:
     """Filtered neighbour sums [N, 10, F] of ``features`` [N, 10, F] (I, A vector, S six).
 
     ``vec`` [N, K, 3] edge vectors of the table rows ``neighbors`` [N, K] (int32) with
-    ``counts`` [N] valid slots; float32, contiguous, on one device. ``precision`` is
-    ``tl.dot``'s input precision: "ieee" (exact fp32) or "tf32" (opt-in, faster on GPUs).
+    ``counts`` [N] valid slots; float32, contiguous, on one device. ``radial`` is the layer's
+    filter: a :class:`RadialMLP` (the MLP kernels) or a
+    :class:`~fastnnp.kernels.common.radial_table.KernelTable` of it (the table kernels).
+    ``precision`` is the MLP's ``tl.dot`` input precision: "ieee" (exact fp32) or "tf32"
+    (opt-in, faster on GPUs); the table kernels have no matmul and ignore it.
     """
     return InteractionMessages.apply(
-        vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), mlp, precision
+        vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), radial, precision
     )
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
-    """Forward and backward at production shape (:mod:`fastnnp.kernels.compile_check`)."""
+    """Forward and backward of the MLP and the table kernels at production shape
+    (:mod:`fastnnp.kernels.compile_check`); the table ones with rate > 0, no lower cutoff."""
     meta = dict(RBF=0, ACT=0, HAS_LOWER=False, PRECISION="ieee", KC=HIDDEN_CHUNK, **gpu_tile_constexprs(channels, num_rbf))
     table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
-    return [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]
+    cases = [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]
+    return cases + table_compile_cases(_table_forward_kernel, _table_backward_kernel, channels)

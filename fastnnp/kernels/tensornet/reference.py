@@ -8,14 +8,23 @@ weight tuples) and computes the kernel's output with the pure-torch model's publ
 * :func:`embedding_messages` - ``TensorEmbedding.pair_messages`` summed over the edges;
 * :func:`interaction_messages` - ``Interaction.distance_filter`` times the senders' features;
 * :func:`message_products` - ``Interaction.products`` as [N, 10, F] components;
-* :func:`residual_update` - ``Interaction.residual`` of the components' tensors.
+* :func:`residual_update` - ``Interaction.residual`` of the components' tensors;
+* :func:`table_embedding_messages`, :func:`table_interaction_messages` - the table kernels'
+  references: the same messages with the radial filter read from a
+  :class:`~fastnnp.models.common.radial_table.RadialTable` (its own torch lookup, evaluated in
+  the inputs' dtype on the table's coefficients: float32 coefficients checked in float64), so
+  only the kernels' arithmetic is tested, not the table's error against the exact filter.
 """
 
 from typing import Optional
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
+from ...models.common.radial_table import RadialTable
+from ...models.tensornet.cartesian import outer_six
 from ...models.tensornet.reference import COMPONENT_GROUP, Interaction, TensorEmbedding, features_to_tensor
 
 Edges = tuple[Tensor, Tensor, Tensor]
@@ -73,3 +82,31 @@ def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Ten
     """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F] and c
     ``charge_factor`` [N]."""
     return Interaction.residual(X, features_to_tensor(components), charge_factor[:, None, None, None])
+
+
+def _table_filters(table: RadialTable, distance: Tensor) -> Tensor:
+    """[P] -> [P, 3, F]: ``table`` evaluated in ``distance``'s dtype (a copy; differentiable in d)."""
+    table = copy.deepcopy(table).to(distance.dtype)
+    return table(distance).view(distance.shape[0], 3, -1)
+
+
+def table_embedding_messages(table: RadialTable, vec: Tensor, z_recv: Tensor, z_send: Tensor, edges: Edges) -> Tensor:
+    """:func:`embedding_messages` with the embedding's filter (projections x cutoff) read from
+    ``table``: I = P_0 t, A = P_1 t u, S = P_2 t (u u^T as six entries), t = z_recv[i] + z_send[j]."""
+    receiver, slot, sender = edges
+    v = vec[receiver, slot]
+    distance = v.norm(dim=-1)
+    unit = v / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
+    factors = _table_filters(table, distance) * (z_recv[receiver] + z_send[sender])[:, None, :]
+    messages = torch.cat(
+        (factors[:, :1], factors[:, 1, None, :] * unit[:, :, None], factors[:, 2, None, :] * outer_six(unit)[:, :, None]), 1
+    )
+    return z_recv.new_zeros(z_recv.shape[0], 10, z_recv.shape[1]).index_add(0, receiver, messages)
+
+
+def table_interaction_messages(table: RadialTable, vec: Tensor, features: Tensor, edges: Edges) -> Tensor:
+    """:func:`interaction_messages` with the layer's filter (MLP x cutoff) read from ``table``."""
+    receiver, slot, sender = edges
+    filters = _table_filters(table, vec[receiver, slot].norm(dim=-1))
+    group = COMPONENT_GROUP.to(features.device)
+    return torch.zeros_like(features).index_add(0, receiver, filters[:, group] * features[sender])

@@ -4,8 +4,18 @@ Same parameters (and state-dict keys) as the reference :class:`TensorNet`; the k
 them directly. Neighbour search (:mod:`fastnnp.kernels.common.neighbor_search`) gives a padded table
 grouped by receiver; the embedding and interaction messages
 (:mod:`fastnnp.kernels.tensornet.embedding_messages`, :mod:`fastnnp.kernels.tensornet.interaction_messages`) run
-distance, radial basis, cutoff, radial MLP and aggregation in one kernel each, forward and
-backward, never storing anything per edge and channel. After each interaction's messages,
+the per-pair radial filter and the aggregation in one kernel each, forward and backward, never
+storing anything per edge and channel. The filter comes from one of two kernel families:
+
+* with a radial table attached (``tensor_embedding.radial_table``, ``layers[k].radial_table``;
+  :func:`fastnnp.load_model` attaches them for ``radial="auto"`` or ``"table"``,
+  :mod:`fastnnp.models.common.radial_table`), the table kernels look each edge's filter value up
+  (a gather of one piece's four coefficient rows, :mod:`fastnnp.kernels.common.radial_table`) and
+  take the edge-vector gradient from the same cubic's slope: no radial basis, MLP or cutoff;
+* without one (``radial="exact"``), the kernels compute distance, radial basis, cutoff and the
+  radial MLP (the embedding's projections) per edge, recomputing them in backward.
+
+The self loop at distance 0 always uses the exact ``distance_filter``. After each interaction's messages,
 the O(3)/SO(3) products, normalisation and residual update run as two fused per-atom kernels
 (:mod:`fastnnp.kernels.tensornet.interaction_update`) around the channel-mixing GEMMs, which act on the
 ten independent components instead of nine entries per part. The remaining atom-local steps
@@ -13,12 +23,13 @@ ten independent components instead of nine entries per part. The remaining atom-
 reference module's torch code. Parameters are constants: forces and stress, not training.
 """
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from ...kernels.common.codes import RBF_CODES
+from ...kernels.common.radial_table import KernelTable, kernel_table
 from ...kernels.tensornet.embedding_messages import DistanceProjection, embedding_messages
 from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_messages
 from ...kernels.tensornet.interaction_update import message_products, residual_update
@@ -41,8 +52,11 @@ def _basis(expansion: nn.Module) -> tuple[int, Tensor, Tensor, float]:
     return RBF_CODES["gauss"], offset, expansion.coeff.detach().expand_as(offset).contiguous(), 0.0
 
 
-def interaction_filter(layer: Interaction, expansion: nn.Module) -> RadialMLP:
-    """The kernel's view of an interaction layer's radial filter."""
+def interaction_filter(layer: Interaction, expansion: nn.Module) -> Union[RadialMLP, KernelTable]:
+    """The kernel's view of an interaction layer's radial filter: its radial table when one is
+    attached (``layer.radial_table``), else the MLP."""
+    if layer.radial_table is not None:
+        return kernel_table(layer.radial_table)
     first, second, third = layer.linears_scalar
     return RadialMLP(
         *_basis(expansion), layer.cutoff_lower, layer.cutoff_upper, kernel_code(layer.act),
@@ -51,8 +65,11 @@ def interaction_filter(layer: Interaction, expansion: nn.Module) -> RadialMLP:
     )
 
 
-def embedding_filter(embedding: TensorEmbedding, expansion: nn.Module) -> DistanceProjection:
-    """The kernel's view of the embedding's three distance projections."""
+def embedding_filter(embedding: TensorEmbedding, expansion: nn.Module) -> Union[DistanceProjection, KernelTable]:
+    """The kernel's view of the embedding's radial filter: its radial table when one is attached
+    (``embedding.radial_table``), else the three distance projections."""
+    if embedding.radial_table is not None:
+        return kernel_table(embedding.radial_table)
     projections = (embedding.distance_proj1, embedding.distance_proj2, embedding.distance_proj3)
     return DistanceProjection(
         *_basis(expansion), embedding.cutoff_lower, embedding.cutoff_upper,

@@ -1,11 +1,13 @@
 """TensorNet end to end on the Triton kernels (CPU interpreter) against the reference path and
-TorchMD-Net's stored outputs, and the backend's refusals."""
+TorchMD-Net's stored outputs, with the exact filters (MLP kernels) and with radial tables (table
+kernels), and the backend's refusals."""
 
 import numpy as np
 import pytest
 import torch
 
 import fastnnp
+from fastnnp.models.common.radial_table import attach_radial_tables, radial_tables
 from fastnnp.models.factory import build_model
 from fastnnp.models.tensornet.triton import TritonTensorNet
 from tests.helpers.kernel_cases import random_system
@@ -19,10 +21,13 @@ HPARAMS = dict(
 
 
 @pytest.mark.parametrize("periodic", [False, True], ids=["molecules", "periodic"])
-def test_shipped_checkpoint_matches_torchmdnet(data_dir, periodic):
+@pytest.mark.parametrize("radial", ["auto", "exact"])
+def test_shipped_checkpoint_matches_torchmdnet(data_dir, periodic, radial):
     ref = np.load(data_dir / "tensornet" / "reference.npz")
-    model = fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", backend="triton")
+    model = fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", backend="triton", radial=radial)
     assert isinstance(model.representation_model, TritonTensorNet)
+    # "auto" on Triton (float32): tables for the embedding and every layer, so the table kernels
+    assert len(radial_tables(model)) == (0 if radial == "exact" else 1 + len(model.representation_model.layers))
     prefix = "pbc_" if periodic else ""
     energy, forces = evaluate_reference(model, ref, prefix, torch.float32)
     assert_matches(energy, forces, ref[f"{prefix}energy_f32"], ref[f"{prefix}forces_f32"], torch.float32)
@@ -50,6 +55,25 @@ def test_matches_reference_path(kind, overrides):
     n_systems = int(batch.max()) + 1
     q = torch.arange(n_systems, dtype=torch.float32) - 1
     expected = reference(z, pos, batch, box=box, q=q)
+    got = triton(z, pos, batch, box=box, q=q)
+    assert_matches(*got, *expected, torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["open", "periodic", "batched"])
+@pytest.mark.parametrize("overrides", [
+    {}, {"cutoff_lower": 0.6, "rbf_type": "gauss", "activation": "ssp"},
+], ids=["O3-expnorm", "lower-gauss-ssp"])
+def test_tables_match_exact_reference_path(kind, overrides):
+    """The table kernels (float32 tables as radial="auto" builds them) against the exact filters
+    of the reference path in float64: both the tables' and the kernels' errors must fit."""
+    reference, triton = _pair(**overrides)
+    tables = attach_radial_tables(triton.representation_model, torch.float32, "table")
+    assert len(tables) == 1 + HPARAMS["num_layers"]
+    reference = reference.double()
+    z, pos, batch, box = random_system(kind, seed=2)
+    n_systems = int(batch.max()) + 1
+    q = torch.arange(n_systems, dtype=torch.float32) - 1
+    expected = reference(z, pos.double(), batch, box=None if box is None else box.double(), q=q.double())
     got = triton(z, pos, batch, box=box, q=q)
     assert_matches(*got, *expected, torch.float32)
 
