@@ -142,8 +142,10 @@ def test_killed_while_writing_best_leaves_the_old_best(tmp_path):
 
 
 def test_load_model_starts_from_a_torchmdnet_checkpoint(tmp_path, data_dir):
-    """A Lightning checkpoint written by torchmd-train (no fastnnp state): its weights, epoch 0, a warning."""
+    """A Lightning checkpoint written by torchmd-train (no fastnnp state): its weights, epoch 0, a
+    warning; trained with the exact radial filters (no tables, though the model is float32)."""
     from fastnnp.checkpoint import read_checkpoint
+    from fastnnp.models.common.radial_table import radial_tables
 
     path = data_dir / "tensornet" / "model.ckpt"
     hparams = read_checkpoint(path).hparams
@@ -153,3 +155,5 @@ def test_load_model_starts_from_a_torchmdnet_checkpoint(tmp_path, data_dir):
     expected = read_checkpoint(path).state_dict
     assert trainer.epoch == 0
     assert all(torch.equal(expected[k], v) for k, v in trainer.model.state_dict().items())
+    assert radial_tables(trainer.model) == []
+    assert all(m.radial_table is None for m in trainer.model.modules() if hasattr(m, "radial_table"))
