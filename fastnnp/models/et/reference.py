@@ -32,10 +32,10 @@ Radial filters (:meth:`EquivariantTransformer.radial_filters`, for
 :mod:`fastnnp.models.common.radial_table`): per layer the concatenated ``[dk | dv]`` channels
 (:meth:`EquivariantMultiHeadAttention.distance_filter`; without the cutoff, which multiplies
 the attention or the values after ``attn_act``), and the neighbour embedding's
-``distance_proj(rbf) * cutoff``. With a table attached a filter is read from it on the
-neighbour pairs (lengths in [cutoff_lower, cutoff_upper)); the self loops (d = 0, outside the
-table when cutoff_lower > 0) take the exact filter at d = 0. The radial basis is evaluated only
-when some filter has no table.
+``distance_proj(rbf) * cutoff``. With a table attached a filter is read from it on every
+edge. A layer's table spans [0, cutoff_upper] (its filter has no cutoff and is smooth down to
+0), so the self loops (d = 0) read the table's first knot, the exact value, also when
+cutoff_lower > 0. The radial basis is evaluated only when some filter has no table.
 """
 
 from typing import Optional
@@ -123,16 +123,13 @@ class EquivariantMultiHeadAttention(nn.Module):
         bias = torch.cat([proj.bias for proj in projections])
         return self.act(nn.functional.linear(edge_attr, weight, bias))
 
-    def pair_filter(
-        self, distance: Tensor, edge_attr: Optional[Tensor], self_loop_attr: Tensor, loop: Tensor
-    ) -> Tensor:
+    def pair_filter(self, distance: Tensor, edge_attr: Optional[Tensor]) -> Tensor:
         """:meth:`distance_filter` of the edges [E, C]: from the radial table when one is
-        attached, the self loops (``loop`` [E] bool) from the exact filter of
-        ``self_loop_attr`` [1, R] (the basis at d = 0); else from ``edge_attr`` [E, R]."""
-        if self.radial_table is None:
-            assert edge_attr is not None
-            return self.distance_filter(edge_attr)
-        return torch.where(loop[:, None], self.distance_filter(self_loop_attr), self.radial_table(distance))
+        attached (on [0, cutoff_upper]: self loops included), else from ``edge_attr`` [E, R]."""
+        if self.radial_table is not None:
+            return self.radial_table(distance)
+        assert edge_attr is not None
+        return self.distance_filter(edge_attr)
 
     def forward(
         self,
@@ -304,14 +301,12 @@ class EquivariantTransformer(nn.Module):
                 z, x, nl.edge_index, nl.edge_weight, edge_attr, keep=not_loop
             )
         cutoff = self.cutoff(nl.edge_weight)
-        loop = ~not_loop
-        self_loop_attr = self.distance_expansion(nl.edge_weight.new_zeros(1))
 
         vec = torch.zeros(x.shape[0], 3, x.shape[1], dtype=x.dtype, device=x.device)
         for layer in self.attention_layers:
             filters = None
             if layer.has_filter:
-                filters = layer.pair_filter(nl.edge_weight, edge_attr, self_loop_attr, loop)
+                filters = layer.pair_filter(nl.edge_weight, edge_attr)
             dx, dvec = layer(x, vec, receiver, sender, cutoff, filters, direction)
             x = x + dx
             vec = vec + dvec
@@ -323,8 +318,10 @@ class EquivariantTransformer(nn.Module):
         return modules + [layer for layer in self.attention_layers if layer.has_filter]
 
     def radial_filters(self) -> list[RadialFilter]:
-        """The neighbour embedding's filter (includes the cutoff) and each layer's
-        ``[dk | dv]`` (does not), for tables on [cutoff_lower, cutoff_upper]."""
+        """The neighbour embedding's filter (includes the cutoff, self loops excluded: a table
+        on [cutoff_lower, cutoff_upper]) and each layer's ``[dk | dv]`` (no cutoff, smooth down
+        to d = 0: a table on [0, cutoff_upper], so the self loops read its first knot, the
+        exact value, whatever cutoff_lower)."""
         expansion, lower, upper = self.distance_expansion, self.cutoff_lower, self.cutoff_upper
         rate = basis_rate(expansion)
         filters = []
@@ -336,7 +333,7 @@ class EquivariantTransformer(nn.Module):
         for k, layer in enumerate(self.attention_layers):
             if layer.has_filter:
                 filters.append(RadialFilter(
-                    f"attention_layers.{k}", _layer_filter(layer, expansion), lower, upper, rate, False,
+                    f"attention_layers.{k}", _layer_filter(layer, expansion), 0.0, upper, rate, False,
                 ))
         return filters
 
