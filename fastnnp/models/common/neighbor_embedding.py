@@ -9,8 +9,8 @@ learned radial filter, and is mixed with the atom's own embedding by a linear la
     x_i  = combine([x_i, n_i])
 
 Self loops never contribute. With a table of the filter attached (``radial_table``, see
-:mod:`fastnnp.models.common.radial_table`) ``W_ij`` is read from it. Parameter names (``embedding``, ``distance_proj``, ``combine``)
-match TorchMD-Net's state dict.
+:mod:`fastnnp.models.common.radial_table`) ``W_ij`` is read from it. Parameter names
+(``embedding``, ``distance_proj``, ``combine``) match TorchMD-Net's state dict.
 """
 
 from typing import Optional
