@@ -5,6 +5,7 @@ import sys
 
 import ase.io
 import numpy as np
+import pytest
 from ase import Atoms
 
 from fastnnp.cli import main
@@ -17,6 +18,19 @@ def test_info_describes_a_checkpoint(data_dir, capsys):
     tables = [line for line in out.splitlines() if line.startswith("radial table  ")]
     assert [line.split(":")[0].split()[-1] for line in tables] == ["tensor_embedding", "layers.0", "layers.1"]
     assert all(float(line.rsplit("bound ", 1)[1]) <= 1e-8 and "KiB" in line for line in tables)
+
+
+@pytest.mark.parametrize("name, model, tables", [
+    ("et", "equivariant-transformer", ["neighbor_embedding", "attention_layers.0", "attention_layers.1"]),
+    ("gn", "graph-network", ["neighbor_embedding", "interactions.0.conv", "interactions.1.conv"]),
+])
+def test_info_lists_the_radial_tables_of_et_and_gn(data_dir, capsys, name, model, tables):
+    assert main(["info", str(data_dir / name / "model.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert model in out
+    lines = [line for line in out.splitlines() if line.startswith("radial table  ")]
+    assert [line.split(":")[0].split()[-1] for line in lines] == tables
+    assert all(float(line.rsplit("bound ", 1)[1]) <= 1e-8 and "KiB" in line for line in lines)
 
 
 def test_energy_of_structures_in_a_file(data_dir, tmp_path, capsys):

@@ -27,6 +27,15 @@ Per layer (F channels, H heads of D = F/H channels), with ``x`` [N, F] and ``vec
     vec += vec3 * o1 + mvec
 
 and finally ``x = out_norm(x)``.
+
+Radial filters (:meth:`EquivariantTransformer.radial_filters`, for
+:mod:`fastnnp.models.common.radial_table`): per layer the concatenated ``[dk | dv]`` channels
+(:meth:`EquivariantMultiHeadAttention.distance_filter`; without the cutoff, which multiplies
+the attention or the values after ``attn_act``), and the neighbour embedding's
+``distance_proj(rbf) * cutoff``. With a table attached a filter is read from it on every
+edge. A layer's table spans [0, cutoff_upper] (its filter has no cutoff and is smooth down to
+0), so the self loops (d = 0) read the table's first knot, the exact value, also when
+cutoff_lower > 0. The radial basis is evaluated only when some filter has no table.
 """
 
 from typing import Optional
@@ -45,6 +54,7 @@ from ..common.checks import (
 from ..common.activations import activation_class
 from ..common.neighbor_embedding import NeighborEmbedding
 from ..common.radial import CosineCutoff, radial_basis
+from ..common.radial_table import RadialFilter, RadialTable, basis_rate
 
 DISTANCE_INFLUENCES = ("keys", "values", "both", "none")
 
@@ -85,6 +95,8 @@ class EquivariantMultiHeadAttention(nn.Module):
         self.dv_proj: Optional[nn.Linear] = None
         if distance_influence in ("values", "both"):
             self.dv_proj = nn.Linear(num_rbf, hidden_channels * 3, dtype=dtype)
+        # A fastnnp.models.common.radial_table table of distance_filter, when attached.
+        self.radial_table: Optional[RadialTable] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -96,6 +108,29 @@ class EquivariantMultiHeadAttention(nn.Module):
                 if linear.bias is not None:
                     nn.init.zeros_(linear.bias)
 
+    @property
+    def has_filter(self) -> bool:
+        """Whether the layer has distance projections (distance_influence not "none")."""
+        return self.dk_proj is not None or self.dv_proj is not None
+
+    def distance_filter(self, edge_attr: Tensor) -> Tensor:
+        """Radial basis [P, R] -> [P, C]: ``act(dk_proj)`` (F channels) then ``act(dv_proj)``
+        (3F), those the layer has."""
+        projections = [proj for proj in (self.dk_proj, self.dv_proj) if proj is not None]
+        if len(projections) == 1:
+            return self.act(projections[0](edge_attr))
+        weight = torch.cat([proj.weight for proj in projections])
+        bias = torch.cat([proj.bias for proj in projections])
+        return self.act(nn.functional.linear(edge_attr, weight, bias))
+
+    def pair_filter(self, distance: Tensor, edge_attr: Optional[Tensor]) -> Tensor:
+        """:meth:`distance_filter` of the edges [E, C]: from the radial table when one is
+        attached (on [0, cutoff_upper]: self loops included), else from ``edge_attr`` [E, R]."""
+        if self.radial_table is not None:
+            return self.radial_table(distance)
+        assert edge_attr is not None
+        return self.distance_filter(edge_attr)
+
     def forward(
         self,
         x: Tensor,
@@ -103,12 +138,12 @@ class EquivariantMultiHeadAttention(nn.Module):
         receiver: Tensor,
         sender: Tensor,
         cutoff: Tensor,
-        edge_attr: Tensor,
+        filters: Optional[Tensor],
         direction: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        """``cutoff`` [E] is the cosine cutoff of the edge lengths, ``edge_attr`` [E, R] their
-        radial basis, ``direction`` [E, 3] the unit vector from receiver to sender (0 on self
-        loops)."""
+        """``cutoff`` [E] is the cosine cutoff of the edge lengths, ``filters`` [E, C] the
+        layer's :meth:`distance_filter` of them (None without distance projections),
+        ``direction`` [E, 3] the unit vector from receiver to sender (0 on self loops)."""
         n, f, h, d = x.shape[0], self.hidden_channels, self.num_heads, self.head_dim
         y = self.layernorm(x)
         q = self.q_proj(y).reshape(n, h, d)
@@ -118,9 +153,17 @@ class EquivariantMultiHeadAttention(nn.Module):
         vec_dot = (vec1 * vec2).sum(dim=1)
 
         # attention weights [E, H]
+        dk = dv = None
+        if filters is not None:
+            if self.dk_proj is not None and self.dv_proj is not None:
+                dk, dv = torch.split(filters, [f, 3 * f], dim=1)
+            elif self.dk_proj is not None:
+                dk = filters
+            else:
+                dv = filters
         qk = q.index_select(0, receiver) * k.index_select(0, sender)
-        if self.dk_proj is not None:
-            qk = qk * self.act(self.dk_proj(edge_attr)).reshape(-1, h, d)
+        if dk is not None:
+            qk = qk * dk.reshape(-1, h, d)
         attn = self.attn_activation(qk.sum(dim=-1))
 
         v_j = v.index_select(0, sender)
@@ -128,8 +171,8 @@ class EquivariantMultiHeadAttention(nn.Module):
             v_j = v_j * cutoff.view(-1, 1, 1)
         else:
             attn = attn * cutoff.unsqueeze(1)
-        if self.dv_proj is not None:
-            v_j = v_j * self.act(self.dv_proj(edge_attr)).reshape(-1, h, 3 * d)
+        if dv is not None:
+            v_j = v_j * dv.reshape(-1, h, 3 * d)
         s, u1, u2 = torch.split(v_j, d, dim=2)
 
         msg_x = (s * attn.unsqueeze(2)).reshape(-1, f)
@@ -249,7 +292,10 @@ class EquivariantTransformer(nn.Module):
         length = torch.where(not_loop, nl.edge_weight, torch.ones_like(nl.edge_weight))
         direction = -nl.edge_vec / length.unsqueeze(1)
 
-        edge_attr = self.distance_expansion(nl.edge_weight)
+        # The radial basis of the edges, unless every filter reads a table.
+        edge_attr: Optional[Tensor] = None
+        if any(m.radial_table is None for m in self._filter_modules()):
+            edge_attr = self.distance_expansion(nl.edge_weight)
         if self.neighbor_embedding is not None:
             x = self.neighbor_embedding(
                 z, x, nl.edge_index, nl.edge_weight, edge_attr, keep=not_loop
@@ -258,10 +304,38 @@ class EquivariantTransformer(nn.Module):
 
         vec = torch.zeros(x.shape[0], 3, x.shape[1], dtype=x.dtype, device=x.device)
         for layer in self.attention_layers:
-            dx, dvec = layer(x, vec, receiver, sender, cutoff, edge_attr, direction)
+            filters = None
+            if layer.has_filter:
+                filters = layer.pair_filter(nl.edge_weight, edge_attr)
+            dx, dvec = layer(x, vec, receiver, sender, cutoff, filters, direction)
             x = x + dx
             vec = vec + dvec
         return self.out_norm(x), vec
+
+    def _filter_modules(self) -> list[nn.Module]:
+        """The modules with a radial filter (each may take a ``radial_table``)."""
+        modules: list[nn.Module] = [] if self.neighbor_embedding is None else [self.neighbor_embedding]
+        return modules + [layer for layer in self.attention_layers if layer.has_filter]
+
+    def radial_filters(self) -> list[RadialFilter]:
+        """The neighbour embedding's filter (includes the cutoff, self loops excluded: a table
+        on [cutoff_lower, cutoff_upper]) and each layer's ``[dk | dv]`` (no cutoff, smooth down
+        to d = 0: a table on [0, cutoff_upper], so the self loops read its first knot, the
+        exact value, whatever cutoff_lower)."""
+        expansion, lower, upper = self.distance_expansion, self.cutoff_lower, self.cutoff_upper
+        rate = basis_rate(expansion)
+        filters = []
+        if self.neighbor_embedding is not None:
+            embedding = self.neighbor_embedding
+            filters.append(RadialFilter(
+                "neighbor_embedding", lambda d: embedding.distance_filter(expansion(d), d), lower, upper, rate, True,
+            ))
+        for k, layer in enumerate(self.attention_layers):
+            if layer.has_filter:
+                filters.append(RadialFilter(
+                    f"attention_layers.{k}", _layer_filter(layer, expansion), 0.0, upper, rate, False,
+                ))
+        return filters
 
     def extra_repr(self) -> str:
         return (
@@ -273,3 +347,8 @@ class EquivariantTransformer(nn.Module):
             f"cutoff_lower={self.cutoff_lower}, cutoff_upper={self.cutoff_upper}, "
             f"max_z={self.max_z}, vector_cutoff={self.vector_cutoff}, dtype={self.dtype}"
         )
+
+
+def _layer_filter(layer: EquivariantMultiHeadAttention, expansion: nn.Module):
+    """``layer.distance_filter`` as a function of the distance [P] -> [P, C]."""
+    return lambda distance: layer.distance_filter(expansion(distance))

@@ -16,6 +16,11 @@ true mean/max; TorchMD-Net 3.x (and this module) evaluates them with the quirk.
 The filter network is one module registered twice, as TorchMD-Net does: its tensors appear
 in the state dict both as ``interactions.{l}.mlp.{0,2}.*`` and
 ``interactions.{l}.conv.net.{0,2}.*``.
+
+Radial filters (:meth:`GraphNetwork.radial_filters`, for :mod:`fastnnp.models.common.radial_table`):
+each interaction's ``W_ij`` (:meth:`CFConv.distance_filter`, table on ``interactions.{l}.conv``)
+and the neighbour embedding's ``distance_proj(rbf) * cutoff``, both including the cutoff. With
+tables attached the radial basis is evaluated only when some filter has no table.
 """
 
 from typing import Optional
@@ -34,6 +39,7 @@ from ..common.checks import (
 from ..common.activations import activation_class
 from ..common.neighbor_embedding import NeighborEmbedding
 from ..common.radial import CosineCutoff, radial_basis
+from ..common.radial_table import RadialFilter, RadialTable, basis_rate
 from ..common.scatter import scatter
 
 AGGREGATIONS = ("add", "mean", "max")
@@ -59,6 +65,8 @@ class CFConv(nn.Module):
         self.net = net
         self.cutoff = CosineCutoff(cutoff_lower, cutoff_upper)
         self.aggr = aggr
+        # A fastnnp.models.common.radial_table table of distance_filter, when attached.
+        self.radial_table: Optional[RadialTable] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -67,10 +75,21 @@ class CFConv(nn.Module):
         nn.init.xavier_uniform_(self.lin2.weight)
         nn.init.zeros_(self.lin2.bias)
 
+    def distance_filter(self, edge_attr: Tensor, edge_weight: Tensor) -> Tensor:
+        """``W_ij`` [P, Fi] from the radial basis [P, R] of the lengths [P]."""
+        return self.net(edge_attr) * self.cutoff(edge_weight).unsqueeze(1)
+
+    def pair_filter(self, edge_weight: Tensor, edge_attr: Optional[Tensor]) -> Tensor:
+        """:meth:`distance_filter` of the edges: from the radial table when one is attached."""
+        if self.radial_table is not None:
+            return self.radial_table(edge_weight)
+        assert edge_attr is not None
+        return self.distance_filter(edge_attr, edge_weight)
+
     def forward(
-        self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, edge_attr: Tensor
+        self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, edge_attr: Optional[Tensor]
     ) -> Tensor:
-        w = self.net(edge_attr) * self.cutoff(edge_weight).unsqueeze(1)
+        w = self.pair_filter(edge_weight, edge_attr)
         msg = w * self.lin1(x).index_select(0, edge_index[1])
         return self.lin2(scatter(msg, edge_index[0], x.shape[0], self.aggr))
 
@@ -112,7 +131,7 @@ class InteractionBlock(nn.Module):
         self.conv.reset_parameters()
 
     def forward(
-        self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, edge_attr: Tensor
+        self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, edge_attr: Optional[Tensor]
     ) -> Tensor:
         return self.lin(self.act(self.conv(x, edge_index, edge_weight, edge_attr)))
 
@@ -196,12 +215,33 @@ class GraphNetwork(nn.Module):
         nl = self.neighbor_search(
             pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False
         )
-        edge_attr = self.distance_expansion(nl.edge_weight)
+        # The radial basis of the edges, unless every filter reads a table.
+        edge_attr: Optional[Tensor] = None
+        if any(m.radial_table is None for m in self._filter_modules()):
+            edge_attr = self.distance_expansion(nl.edge_weight)
         if self.neighbor_embedding is not None:
             x = self.neighbor_embedding(z, x, nl.edge_index, nl.edge_weight, edge_attr)
         for interaction in self.interactions:
             x = x + interaction(x, nl.edge_index, nl.edge_weight, edge_attr)
         return x, None
+
+    def _filter_modules(self) -> list[nn.Module]:
+        """The modules with a radial filter (each may take a ``radial_table``)."""
+        modules: list[nn.Module] = [] if self.neighbor_embedding is None else [self.neighbor_embedding]
+        return modules + [interaction.conv for interaction in self.interactions]
+
+    def radial_filters(self) -> list[RadialFilter]:
+        """The neighbour embedding's and each interaction's filter (both include the cutoff),
+        for tables on [cutoff_lower, cutoff_upper]."""
+        expansion = self.distance_expansion
+        rate = basis_rate(expansion)
+        paths = ([] if self.neighbor_embedding is None else ["neighbor_embedding"]) + [
+            f"interactions.{k}.conv" for k in range(len(self.interactions))
+        ]
+        return [
+            RadialFilter(path, _filter(self.get_submodule(path), expansion), self.cutoff_lower, self.cutoff_upper, rate, True)
+            for path in paths
+        ]
 
     def extra_repr(self) -> str:
         return (
@@ -212,3 +252,8 @@ class GraphNetwork(nn.Module):
             f"cutoff_upper={self.cutoff_upper}, max_z={self.max_z}, aggr={self.aggr!r}, "
             f"dtype={self.dtype}"
         )
+
+
+def _filter(module: nn.Module, expansion: nn.Module):
+    """``module.distance_filter`` as a function of the distance [P] -> [P, C]."""
+    return lambda distance: module.distance_filter(expansion(distance), distance)
