@@ -236,7 +236,9 @@ def tabulate(radial_filter: RadialFilter, bound: float) -> RadialTable:
         pieces = min(MAX_PIECES, max(2 * pieces, 2 ** math.ceil(math.log2(predicted))))
 
 
-def attach_radial_tables(representation: nn.Module, dtype: torch.dtype, mode: str) -> list[RadialTable]:
+def attach_radial_tables(
+    representation: nn.Module, dtype: torch.dtype, mode: str, bound: Optional[float] = None
+) -> list[RadialTable]:
     """Give every radial filter of ``representation`` (its ``radial_filters()``) a table in
     ``dtype``, built in float64 from a float64 copy of its weights, per ``mode``:
 
@@ -248,13 +250,15 @@ def attach_radial_tables(representation: nn.Module, dtype: torch.dtype, mode: st
       1.06e-9, past the 1e-9 float64 parity (the slope of a cubic piece is one order of h less
       accurate than its value), so float64 keeps the exact filters unless asked.
 
+    ``bound`` replaces ``BOUNDS[dtype]`` (tests evaluate a float32 model's tables in float64 with
+    ``dtype=torch.float64, bound=BOUNDS[torch.float32]``: the same tables, coefficients unrounded).
     Returns the tables attached. A representation without ``radial_filters`` gets none.
     """
     if mode not in MODES:
         raise ValueError(f"unknown radial={mode!r}; choose one of {', '.join(MODES)}")
     if mode == "exact" or (mode == "auto" and dtype == torch.float64) or not hasattr(representation, "radial_filters"):
         return []
-    bound = BOUNDS[dtype]
+    bound = BOUNDS[dtype] if bound is None else bound
     exact64 = copy.deepcopy(representation).to(torch.float64)
     attached = []
     for radial_filter in exact64.radial_filters():
@@ -262,7 +266,7 @@ def attach_radial_tables(representation: nn.Module, dtype: torch.dtype, mode: st
         if table.bound > bound:
             warnings.warn(
                 f"radial filter {radial_filter.path}: a table of {table.pieces} pieces reaches a bound of "
-                f"{table.bound:.1e}, above the {bound:.0e} a {dtype} model needs; it runs the exact filter",
+                f"{table.bound:.1e}, above the {bound:.0e} required; it runs the exact filter",
                 stacklevel=4,  # load_model's caller
             )
             continue
