@@ -3,29 +3,59 @@ atom of every kernel (forward and backward) and of the torch steps between them,
 floor of the call.
 
 Counted by hand from the code: the kernels in ``fastnnp/kernels/tensornet/`` and
-``fastnnp/kernels/common/`` (edge tiles of ``GPU_TILE``, one receiver row x 16 slots), the
-launch sequence in ``fastnnp/models/tensornet/triton.py`` and the torch steps of
+``fastnnp/kernels/common/`` (the MLP kernels' edge tiles of ``GPU_TILE``, one receiver row x 16
+slots; the table kernels' ``TABLE_GPU_TILE``, one receiver row x 4 slots), the launch sequence
+in ``fastnnp/models/tensornet/triton.py`` and the torch steps of
 ``fastnnp/models/tensornet/reference.py`` it calls. The counts follow the code line by line;
 each is a comment below. Conventions:
 
 - FLOPs: an add, multiply, exp, cos, sqrt or reciprocal is 1, a multiply-add 2. "matmul" FLOPs
   are those of ``tl.dot`` and of the torch GEMMs (tensor cores with tf32), "other" FLOPs run on
-  the fp32 CUDA cores. Edge FLOPs are counted on the E valid slots; the kernels run whole
-  16-slot tiles, about (E + 7.5) / E more.
+  the fp32 CUDA cores; a min, max, floor, abs or compare is 1 as well, integer index work 0.
+  The table kernels' counts have every such op (checked against the TTIR, below); the MLP
+  counts, not checked that way, round some per-edge scalar work in the shared helpers (e.g. 30
+  for the embedding backward's direction-to-vector part, 51 in the table count, and 4 for the
+  direction, 5 there): tens of FLOPs per edge against tens of thousands.
+  Edge FLOPs are counted on the E valid slots; the kernels run whole tiles (each receiver's
+  slots rounded up to the tile's, masked loads of the padding move nothing): about
+  (E + 7.5) / E more for the MLP kernels' 16-slot tiles, (E + 1.5) / E for the table kernels'
+  4-slot tiles.
 - bytes: the minimum a step moves to and from DRAM: each array it reads or writes once (other
   atoms' rows gathered per edge perfectly reused), 4 bytes a value; "fixed" bytes per call are
   weights or tables, read once per launch.
-- gathered: what a step loads per edge from other atoms' rows plus the weights (or tables) it
-  loads per tile: L2 traffic when rows are reused, DRAM traffic when not; not in the floor.
+- gathered: what a step loads per edge from other atoms' rows (and, table kernels, from the
+  table's coefficient rows) plus the weights it loads per tile (MLP kernels): L2 traffic when
+  rows are reused, DRAM traffic when not; not in the floor.
 - floor of a step = max(bytes / bandwidth, matmul FLOPs / matmul rate + other FLOPs / fp32
   rate); the call's floor is the sum over its steps, which run one after another. "ieee": every
   FLOP at the fp32 rate; "tf32": matmul FLOPs at the tf32 tensor-core rate.
 
-The radial-table variant replaces each radial MLP (and the embedding's distance projections)
-by a cubic table lookup: per edge a gather of 4 x 3F floats (value and slope come from the same
-four coefficients) and about 8 FLOPs per channel, the cosine cutoff included in the table. Its
-kernels are being written while this is: this variant is modelled from that description, not
-counted from code.
+The radial-table variant is counted, like the MLP one, from its kernels:
+``_table_forward_kernel`` and ``_table_backward_kernel`` of ``embedding_messages.py`` and
+``interaction_messages.py``, their shared device code in ``fastnnp/kernels/common/radial_table.py``
+(``table_position`` once per edge, ``table_group`` per edge and channel group) and
+``edge_math.py``, at ``TABLE_GPU_TILE`` and ``TABLE_NUM_WARPS`` (``table_tiles.py``), launched by
+``fastnnp/models/tensornet/triton.py`` when a table is attached (the cosine cutoff is in the
+table: no basis, MLP or cutoff per edge). The per-edge table FLOPs were checked against the
+arithmetic ops of the compiled TTIR (sm_90, Triton 3.9, rate > 0, F = 128), which has the
+compiler's CSE and dead-code elimination. Per edge and group g the lookup gathers the piece's
+four coefficient rows (4 x F floats) once; forward evaluates the value (6 FLOPs per channel),
+backward value and slope (13), as two Horner chains. Where the code differs from the
+description this variant was first modelled from (a position of 4 FLOPs, 8 per channel for
+value and slope in both passes, always 4 x 3F coefficients per edge):
+
+- ``table_position`` with rate > 0 (the expnorm tables the checkpoints get) evaluates expm1 as a
+  degree-8 series and exp(x) - 1 and selects: 28 FLOPs per edge, 1 more for dt/dd in backward
+  (its exp is the one expm1 computed, merged by CSE);
+- forward evaluates the value only (6 per channel, 18F per edge), backward value and slope
+  (13 per channel, 39F per edge), except the embedding's I group, whose value backward does not
+  use: its slope only (7 per channel) and three coefficient rows, c0's load being dead, so the
+  embedding backward gathers 11 x F coefficient floats per edge, not 12 x F;
+- the tiles pad each receiver to a multiple of 4 slots, not 16: (E + 1.5) / E of the FLOPs.
+
+The gathered bytes of the other atoms' rows (z_send, features, gradients) and the DRAM bytes
+are those of the MLP kernels: the table kernels read and write the same arrays. "fixed" is one
+table per launch (``table_pieces`` pieces x 4 x 3F floats), read once, as if from DRAM.
 
     python bench/work_model.py                        # writes bench/results/work_model.{md,json}
     python bench/work_model.py --out /tmp/work_model  # writes /tmp/work_model.{md,json}
@@ -39,6 +69,7 @@ from typing import NamedTuple
 
 from fastnnp.bench.environment import commit, source_digest
 from fastnnp.kernels.common.edge_math import GPU_TILE
+from fastnnp.kernels.tensornet.table_tiles import TABLE_GPU_TILE
 
 OUT = Path(__file__).resolve().parent / "results" / "work_model"
 # H200 SXM: HBM3e bandwidth and dense rates (FLOP/s), as given for this model.
@@ -48,8 +79,14 @@ TF32_RATE = 495e12
 ATOMS = (1_000, 1_000_000)
 # SiLU x sigmoid(x): exp, add, reciprocal, multiply; its derivative s (1 + x (1 - s)) with s again.
 ACT, ACT_GRAD = 4, 7
-# A table lookup: the table variable t(d) per edge; value and slope per channel (the brief's ~8).
-POSITION, LOOKUP = 4, 8
+# table_position per edge, rate > 0: x = -rate (d - lower) (sub, mul); expm1(x): the series
+# x (1 + x (1/2 + ... x / 8!)) (8 mul, 7 add), |x| < 0.5 (abs, compare), exp(x) - 1 (exp, sub);
+# t = -expm1 x scale (neg, mul); k = clamp(floor t) (floor, max, min); u = t - k (sub); d < upper
+# (compare): 28. Backward's dt/dd = exp(x) slope_scale: 1 (the exp is expm1's).
+POSITION, POSITION_SLOPE = 28, 1
+# table_group per channel: value c0 + u (c1 + u (c2 + u c3)) (3 mul, 3 add); slope
+# (c1 + u (2 c2 + u 3 c3)) dt (5 mul, 2 add).
+VALUE, SLOPE = 6, 7
 
 
 class Shape(NamedTuple):
@@ -68,8 +105,15 @@ class Shape(NamedTuple):
 
     @property
     def tiles(self) -> float:
-        """Edge tiles per atom: E slots in tiles of SLOTS, the last one half full on average."""
+        """MLP kernels' edge tiles per atom: E slots in tiles of SLOTS (GPU_TILE), the last one
+        half full on average (SLOTS - 1) / 2 padding slots per receiver."""
         slots = GPU_TILE[1]
+        return (self.edges + (slots - 1) / 2) / slots
+
+    @property
+    def table_tiles(self) -> float:
+        """Table kernels' edge tiles per atom (TABLE_GPU_TILE: 4 slots, 1.5 padding slots)."""
+        slots = TABLE_GPU_TILE[1]
         return (self.edges + (slots - 1) / 2) / slots
 
 
@@ -132,18 +176,27 @@ def embedding_messages(s: Shape, table: bool) -> list[Step]:
     messages = 22 * F
     if table:
         table_bytes = 4 * 4 * 3 * F * s.table_pieces
-        gathered = E * (4 * F + 4 * 4 * 3 * F)  # z_send rows, 4 x 3F coefficients
-        lookup = POSITION + LOOKUP * 3 * F
-        # Backward sums: I g t (F) and g_d += g x slope (2F); A: message (F), d/d direction (6F),
-        # filter gradient (6F), slope (2F); S: message (F), d/d direction (12F), filter gradient (12F), slope (2F).
-        grads = 3 * F + 15 * F + 27 * F
+        # Per edge: length (mul, 2 FMA, sqrt: 6) and direction (max, reciprocal, 3 mul: 5) in
+        # edge_tile and _direction; the position; types z_recv + z_send (F).
+        edge = 6 + 5 + POSITION + F
+        # Forward: three table_group values (18F); the messages as the projection kernel's (22F),
+        # and the six u u^T products per edge.
+        forward = edge + 3 * VALUE * F + messages + 6
+        # Backward, per group. I: slope only (its value is dead), g x types x slope summed over
+        # channels (3F). A: value and slope, message value x types (F), three sums of message x g
+        # (6F), filter gradient (g . u) x types (6F), its sum with the slope (2F). S: value and
+        # slope, message (F), six sums (12F), filter gradient (12F), with the slope (2F).
+        grads = (SLOPE + 3) * F + (VALUE + SLOPE + 15) * F + (VALUE + SLOPE + 27) * F
+        # Per edge: dt/dd (1); S's six u u^T products, d/d direction 3 x 6, g_u += 3; g_d += 2;
+        # _store_vector_gradient: g_u . u (5), d > 0 and 1 / d (2), three g_d u + (g_u - r u) / d (15).
+        vector = POSITION_SLOPE + 6 + 18 + 3 + 2 + 22
+        # Gathered per edge: the z_send row (4F), the coefficient rows (4 x F floats per group;
+        # backward drops the I group's c0).
         return [
-            # length 6, direction 4; types z_r + z_s (F).
-            Step("embedding_messages (table)", "forward", "kernel", 0, E * (10 + lookup + F + messages),
-                 forward_bytes, gathered, table_bytes),
-            # 30: length and direction back to the vector.
-            Step("embedding_messages (table)", "backward", "kernel", 0, E * (10 + lookup + F + grads + 30),
-                 backward_bytes, gathered, table_bytes),
+            Step("embedding_messages (table)", "forward", "kernel", 0, E * forward,
+                 forward_bytes, E * (4 * F + 4 * 12 * F), table_bytes),
+            Step("embedding_messages (table)", "backward", "kernel", 0, E * (edge + grads + vector),
+                 backward_bytes, E * (4 * F + 4 * 11 * F), table_bytes),
         ]
     # Backward sums (code): I 4F, A 17F, S 29F (d loss / d projection, d cutoff, d direction).
     grads = 4 * F + 17 * F + 29 * F
@@ -175,13 +228,22 @@ def interaction_messages(s: Shape, table: bool) -> list[Step]:
     filter_slope = 6 * F
     if table:
         table_bytes = 4 * 4 * 3 * F * s.table_pieces
-        lookup = POSITION + LOOKUP * 3 * F
+        # Per edge: length (6) and the position; no direction.
+        edge = 6 + POSITION
+        # Backward per edge: dt/dd (1), g_d += 2, _store_vector_gradient: d > 0, g_d / d, three
+        # products (5).
+        vector = POSITION_SLOPE + 2 + 5
+        # Gathered per edge: forward the sender's features [10, F] (40F bytes) and the 12 x F
+        # coefficient floats (48F); backward the sender's gradient and features (80F) and the
+        # coefficients (48F); the receiver's own gradient row is not counted, as for the MLP.
         return [
-            Step("interaction_messages (table)", "forward", "kernel", 0, E * (6 + lookup + messages),
+            # Three table_group values (18F) and the ten filter x feature sums (20F).
+            Step("interaction_messages (table)", "forward", "kernel", 0, E * (edge + 3 * VALUE * F + messages),
                  forward_bytes, E * (40 * F + 48 * F), table_bytes, L),
-            # 10: the distance gradient to the vector.
+            # Three values and slopes (39F), the feature-gradient sums and the per-group products
+            # (37F), each group's product x slope summed over channels (6F).
             Step("interaction_messages (table)", "backward", "kernel", 0,
-                 E * (6 + lookup + feature_grads + filter_slope + 10),
+                 E * (edge + 3 * (VALUE + SLOPE) * F + feature_grads + filter_slope + vector),
                  backward_bytes, E * (80 * F + 48 * F), table_bytes, L),
         ]
     # The MLP: biases F + 2F + 3F and activations of z1, z2 (3F ACT), recomputed in backward;
@@ -278,7 +340,8 @@ def summary(steps: list[Step]) -> dict:
 
 def model(s: Shape) -> dict:
     """Steps and summary of the MLP (today's kernels) and the table variant at shape ``s``."""
-    out = {"shape": {**s._asdict(), "capacity": s.capacity, "tiles_per_atom": s.tiles}, "variants": {}}
+    out = {"shape": {**s._asdict(), "capacity": s.capacity, "tiles_per_atom": s.tiles,
+                     "table_tiles_per_atom": s.table_tiles}, "variants": {}}
     for variant, table in (("mlp", False), ("table", True)):
         steps = call_steps(s, table)
         out["variants"][variant] = {"steps": [st._asdict() for st in steps], "summary": summary(steps)}
@@ -288,20 +351,25 @@ def model(s: Shape) -> dict:
 def _markdown(report: dict) -> str:
     shape = report["models"][0]["shape"]
     tile_factor = f"{shape['tiles_per_atom'] * GPU_TILE[1] / shape['edges']:.2f}x"
+    table_factor = f"{shape['table_tiles_per_atom'] * TABLE_GPU_TILE[1] / shape['edges']:.2f}x"
     lines = [
         "# Work model: TensorNet energy + forces on the Triton path",
         "",
         f"Written by `python bench/work_model.py` at commit `{report['commit']}` (source digest "
-        f"`{report['source_digest']}`). Conventions, the counting and the radial-table variant's "
-        "assumptions are in `bench/work_model.py`'s docstring: FLOPs and minimum DRAM bytes per atom "
-        "(each array once), \"gathered\" = bytes loaded per edge from other atoms' rows and per tile from "
-        "weights or tables (L2 when reused), \"fixed\" = weights or tables per call. Floor per step = "
+        f"`{report['source_digest']}`). Conventions, the counting of both variants and where the table kernels "
+        "differ from the description the table variant was first modelled from are in `bench/work_model.py`'s "
+        "docstring: FLOPs and minimum DRAM bytes per atom (each array once), \"gathered\" = bytes loaded per "
+        "edge from other atoms' rows and table coefficients and per tile from weights (L2 when reused), "
+        "\"fixed\" = weights or tables per call. Floor per step = "
         f"max(bytes / {BANDWIDTH / 1e12:g} TB/s, matmul FLOPs / rate + other FLOPs / {FP32_RATE / 1e12:g} "
         f"TFLOP/s), rate {FP32_RATE / 1e12:g} (ieee) or {TF32_RATE / 1e12:g} (tf32: every tl.dot and torch GEMM) "
-        "TFLOP/s; the call's floor is the sum. Edge FLOPs are counted on the valid slots; the kernels run "
-        f"whole {GPU_TILE[1]}-slot tiles ({tile_factor} the FLOPs at these counts). The table variant (radial MLP and distance projections replaced by a cubic "
-        "table: a gather of 4 x 3F floats and ~8 FLOPs per channel per edge) is modelled from its "
-        "description: its kernels are being written.",
+        "TFLOP/s; the call's floor is the sum. Edge FLOPs are counted on the valid slots; the MLP kernels run "
+        f"whole {GPU_TILE[1]}-slot tiles ({tile_factor} the FLOPs at these counts), the table kernels "
+        f"{TABLE_GPU_TILE[1]}-slot tiles ({table_factor}). Both variants are counted from their kernels: the table "
+        "variant from `_table_forward_kernel` and `_table_backward_kernel` (radial MLP, distance projections and "
+        "cutoff replaced by a cubic table: per edge and channel group a gather of the piece's 4 x F coefficient "
+        "floats, the value in forward (6 FLOPs per channel), value and slope in backward (13), and 28 FLOPs per "
+        "edge for the table position), its per-edge FLOPs checked against the compiled TTIR.",
         "",
         "## Floors of one call (H200)",
         "",
@@ -325,7 +393,9 @@ def _markdown(report: dict) -> str:
             lines += [
                 "",
                 f"## F={shape['channels']}, {variant}: {shape['layers']} layers, {shape['num_rbf']} rbf, "
-                f"{shape['edges']} neighbours per atom (K={shape['capacity']}, {shape['tiles_per_atom']:.2f} tiles per atom)",
+                f"{shape['edges']} neighbours per atom (K={shape['capacity']}, "
+                f"{shape['table_tiles_per_atom' if variant == 'table' else 'tiles_per_atom']:.2f} "
+                f"{(TABLE_GPU_TILE if variant == 'table' else GPU_TILE)[1]}-slot tiles per atom)",
                 "",
                 "| step | pass | runs | x | matmul kFLOP/atom | other kFLOP/atom | bytes/atom | gathered KB/atom "
                 "| fixed KB | ieee 1M (ms) | tf32 1M (ms) |",

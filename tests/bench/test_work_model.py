@@ -1,5 +1,6 @@
 """bench/work_model.py writes its report, its floors follow max(bytes / bandwidth, FLOPs / rate)
-summed over the steps, and its radial-MLP count matches one worked by hand."""
+summed over the steps, its radial-MLP count matches one worked by hand, and its radial-table
+counts match the table kernels' (per-edge arithmetic ops of their compiled TTIR at F=128)."""
 
 import json
 import subprocess
@@ -35,3 +36,21 @@ def test_work_model_report(tmp_path):
     forward = next(st for st in f128["variants"]["mlp"]["steps"] if st["name"] == "interaction_messages")
     assert forward["direction"] == "forward" and forward["count"] == 2
     assert abs(forward["matmul"] - f128["shape"]["edges"] * 270336) < 1e-6 * forward["matmul"]
+    # The table kernels at F=128, per edge: (per-edge ops, per-channel ops) of the TTIR, i.e.
+    # forward embedding 45 + 41F, interaction 34 + 38F; backward 91 + 79F and 42 + 82F.
+    E, F = f128["shape"]["edges"], 128
+    table = {(st["name"], st["direction"]): st for st in f128["variants"]["table"]["steps"]}
+    for (name, direction), (per_edge, per_channel) in {
+        ("embedding_messages (table)", "forward"): (45, 41), ("interaction_messages (table)", "forward"): (34, 38),
+        ("embedding_messages (table)", "backward"): (91, 79), ("interaction_messages (table)", "backward"): (42, 82),
+    }.items():
+        other = table[(name, direction)]["other"]
+        assert abs(other - E * (per_edge + per_channel * F)) < 1e-9 * other, (name, direction)
+    # Gathered per edge: z_send (4F bytes) and 12 coefficient rows of F floats, 11 in the embedding
+    # backward (the I group's value, hence c0, is dead there); features 40F, and gradients 40F more.
+    assert table[("embedding_messages (table)", "forward")]["gathered"] == E * (4 * F + 48 * F)
+    assert table[("embedding_messages (table)", "backward")]["gathered"] == E * (4 * F + 44 * F)
+    assert table[("interaction_messages (table)", "forward")]["gathered"] == E * (40 * F + 48 * F)
+    assert table[("interaction_messages (table)", "backward")]["gathered"] == E * (80 * F + 48 * F)
+    # The table kernels' tiles have 4 slots: 1.5 padding slots per receiver on average.
+    assert f128["shape"]["table_tiles_per_atom"] == (E + 1.5) / 4
