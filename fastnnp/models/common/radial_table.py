@@ -190,7 +190,7 @@ def measured_bound(table: RadialTable, fn: Callable[[Tensor], Tensor]) -> float:
     error = torch.zeros(table.channels, dtype=torch.float64)
     scale = torch.zeros(table.channels, dtype=torch.float64)
     with torch.no_grad():
-        for chunk in grid.split(1 << 14):
+        for chunk in grid.split(1 << 12):
             exact = fn(chunk)
             error = torch.maximum(error, (table(chunk) - exact).abs().amax(dim=0))
             scale = torch.maximum(scale, exact.abs().amax(dim=0))
