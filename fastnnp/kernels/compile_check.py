@@ -12,7 +12,7 @@ shared-memory limit.
 
 ``--channels 64 128`` compiles at each width in turn. ``--report DIR`` also writes
 ``kernel_resources.md`` and ``.json`` there (:mod:`fastnnp.kernels.common.resources`): registers,
-spills, stack, shared memory, num_warps and the theoretical sm_90 occupancy of every case.
+spills, stack, shared memory, num_warps, num_stages and the theoretical sm_90 occupancy of every case.
 """
 
 import argparse
@@ -75,7 +75,10 @@ def _compile(case: CompileCase, target: GPUTarget):
         constexprs={(fn.arg_names.index(k),): v for k, v in case.constexprs.items()},
     )
     try:
-        kernel = triton.compile(source, target=target, options={"num_warps": case.num_warps})
+        options = {"num_warps": case.num_warps}
+        if case.num_stages is not None:
+            options["num_stages"] = case.num_stages
+        kernel = triton.compile(source, target=target, options=options)
     except Exception as error:  # report every kernel, then fail
         print(f"FAIL {_name(case)}: {type(error).__name__}: {error}")
         return None

@@ -5,17 +5,19 @@ specialisations it launches at production shape. The check finds every such modu
 :mod:`fastnnp.kernels` by itself, so a new kernel needs no edit anywhere else.
 """
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 
 class CompileCase(NamedTuple):
     """One specialisation of a ``@triton.jit`` function: its ``tl.constexpr`` values, the
     pointer arguments that are not ``*fp32`` (name -> Triton type, e.g. ``"*i32"``) and the
     scalar arguments that are ``fp32`` (the other scalars are ``i32``), and the warps per
-    program the launcher uses."""
+    program and software-pipelining stages the launcher uses (``num_stages`` None: Triton's
+    default, 3 on sm_90)."""
 
     fn: Any
     constexprs: dict[str, Any]
     pointers: dict[str, str] = {}
     floats: tuple[str, ...] = ()
     num_warps: int = 4
+    num_stages: Optional[int] = None

@@ -5,7 +5,7 @@ Triton's metadata, so :func:`ptxas_figures` runs Triton's own cubin step again o
 kernel's PTX with Triton's ptxas log switched on (``knobs.nvidia.dump_ptxas_log``): the same
 bundled ptxas with the same options, checked by comparing the two cubins byte for byte.
 :func:`write_report` writes ``kernel_resources.json`` and ``kernel_resources.md``: those
-figures, shared memory, num_warps and the theoretical occupancy (:mod:`.occupancy`).
+figures, shared memory, num_warps, num_stages and the theoretical occupancy (:mod:`.occupancy`).
 """
 
 import contextlib
@@ -46,6 +46,7 @@ class KernelResources(NamedTuple):
     channels: int
     constexprs: dict[str, Any]
     num_warps: int
+    num_stages: int
     ptxas: PtxasFigures
     shared: int
     occupancy: Occupancy
@@ -79,9 +80,10 @@ def kernel_resources(
 ) -> KernelResources:
     """The resources of one compiled case (``kernel`` from ``triton.compile``)."""
     figures = ptxas_figures(kernel, target)
-    num_warps, shared = kernel.metadata.num_warps, kernel.metadata.shared
+    num_warps, num_stages, shared = kernel.metadata.num_warps, kernel.metadata.num_stages, kernel.metadata.shared
     return KernelResources(
-        name, channels, dict(constexprs), num_warps, figures, shared, occupancy(figures.registers, shared, num_warps, limits)
+        name, channels, dict(constexprs), num_warps, num_stages, figures, shared,
+        occupancy(figures.registers, shared, num_warps, limits),
     )
 
 
@@ -101,7 +103,7 @@ def source_commit() -> str:
 def _record(row: KernelResources) -> dict:
     return {
         "kernel": row.kernel, "channels": row.channels, "constexprs": row.constexprs, "num_warps": row.num_warps,
-        **row.ptxas._asdict(), "shared": row.shared, "blocks_per_sm": row.occupancy.blocks,
+        "num_stages": row.num_stages, **row.ptxas._asdict(), "shared": row.shared, "blocks_per_sm": row.occupancy.blocks,
         "active_warps": row.occupancy.warps, "occupancy": row.occupancy.fraction,
         "limited_by": list(row.occupancy.limited_by),
     }
@@ -118,7 +120,8 @@ def _markdown(rows: list[KernelResources], header: dict, limits: SmLimits) -> st
         "Registers per thread and the spill stores, spill loads and stack frame (bytes per thread) are "
         "ptxas's (Triton's cubin step run again with its ptxas log on); shared memory is Triton's dynamic "
         "shared memory per block. num_warps is the compiled one (Triton's default 4 unless the case sets it): "
-        "a launch with another num_warps has other figures.",
+        "a launch with another num_warps has other figures. stages is the compiled num_stages (software "
+        "pipelining of loads in loops; Triton's default 3 unless the case sets it).",
         "",
         f"Occupancy = resident blocks x num_warps / {limits.warps}, the blocks being the fewest that each "
         f"limit allows: {limits.registers} registers per SM in units of {limits.register_granularity} per warp, "
@@ -126,15 +129,15 @@ def _markdown(rows: list[KernelResources], header: dict, limits: SmLimits) -> st
         f"{limits.reserved_shared} B reserved per block ({limits.shared_per_block} B at most per block), "
         f"{limits.threads} threads and {limits.blocks} blocks per SM.",
         "",
-        "| kernel | F | warps | registers | spill stores (B) | spill loads (B) | stack frame (B) | shared (B) "
+        "| kernel | F | warps | stages | registers | spill stores (B) | spill loads (B) | stack frame (B) | shared (B) "
         "| blocks/SM | occupancy | limited by | constexprs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for row in rows:
         figures, occ = row.ptxas, row.occupancy
         constexprs = " ".join(f"{k}={v}" for k, v in row.constexprs.items())
         lines.append(
-            f"| {row.kernel} | {row.channels} | {row.num_warps} | {figures.registers} | {figures.spill_stores} "
+            f"| {row.kernel} | {row.channels} | {row.num_warps} | {row.num_stages} | {figures.registers} | {figures.spill_stores} "
             f"| {figures.spill_loads} | {figures.stack_frame} | {row.shared} | {occ.blocks} | {occ.fraction:.1%} "
             f"| {', '.join(occ.limited_by)} | {constexprs} |"
         )

@@ -9,8 +9,9 @@ edge vector v_ik, length d and direction u = v / d:
 
 The layout (I, A as a vector, S as six entries) matches
 :mod:`~fastnnp.kernels.tensornet.interaction_messages`. Programs take ``ROWS`` receivers, ``SLOTS`` slots
-at a time, and sum in registers (no atomics). Backward gives the gradient for the edge vectors
-only: the atom-type terms do not depend on positions, and parameters are constants.
+at a time (warps from :mod:`~fastnnp.kernels.tensornet.mlp_tiles`), and sum in registers (no
+atomics). Backward gives the gradient for the edge vectors only: the atom-type terms do not
+depend on positions, and parameters are constants.
 
 Table kernels (``_table_forward_kernel``, ``_table_backward_kernel``; taken when the filter is a
 :class:`~fastnnp.kernels.common.radial_table.KernelTable`, i.e. the embedding has a radial
@@ -41,6 +42,7 @@ from ..common.edge_math import (
 )
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
+from .mlp_tiles import embedding_launch, split_launch
 from .table_tiles import TABLE_GPU_TILE, TABLE_NUM_WARPS, table_compile_cases
 
 
@@ -301,9 +303,10 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     weights = (radial.p0, radial.p1, radial.weight, radial.bias)
     scalars = (n_rows, K, R, F, radial.alpha, radial.cutoff_lower, radial.cutoff_upper)
     rows, slots = tile_shape()
+    BF = max(16, triton.next_power_of_2(F))
     meta = dict(
         RBF=radial.rbf_code, HAS_LOWER=radial.cutoff_lower > 0, PRECISION=precision, ROWS=rows, SLOTS=slots,
-        BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
+        BR=max(16, triton.next_power_of_2(R)), BF=BF, **embedding_launch(backward, BF),
     )
     kernel = _backward_kernel if backward else _forward_kernel
     return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
@@ -351,8 +354,12 @@ def embedding_messages(
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
     """Forward and backward of the projection and the table kernels at production shape
-    (:mod:`fastnnp.kernels.compile_check`); the table ones with rate > 0, no lower cutoff."""
-    meta = dict(RBF=0, HAS_LOWER=False, PRECISION="ieee", **gpu_tile_constexprs(channels, num_rbf))
+    (:mod:`fastnnp.kernels.compile_check`), the projection ones with their launch's warps
+    (:mod:`~fastnnp.kernels.tensornet.mlp_tiles`); the table ones with rate > 0, no lower cutoff."""
+    base = dict(RBF=0, HAS_LOWER=False, PRECISION="ieee", **gpu_tile_constexprs(channels, num_rbf))
     table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
-    cases = [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]
+    cases = []
+    for fn, backward in ((_forward_kernel, False), (_backward_kernel, True)):
+        extra, warps, stages = split_launch(embedding_launch(backward, base["BF"]))
+        cases.append(CompileCase(fn, {**base, **extra}, table, FLOAT_SCALARS, warps, stages))
     return cases + table_compile_cases(_table_forward_kernel, _table_backward_kernel, channels)

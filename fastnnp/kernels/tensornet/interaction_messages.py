@@ -8,8 +8,10 @@ For receiver i and its neighbours j in a :class:`~fastnnp.kernels.common.neighbo
 
 where the ten components c are I, A as a vector (3) and S as six entries, with filter groups
 0, 1 1 1, 2 2 2 2 2 2. Each program takes ``ROWS`` receivers and walks their slots ``SLOTS``
-at a time (:func:`~fastnnp.kernels.common.edge_math.tile_shape`), so the MLP runs as ``tl.dot`` on [ROWS * SLOTS, ...] tiles and every sum is a
-register reduction: no atomics, and nothing per edge is written in the forward pass.
+at a time (:func:`~fastnnp.kernels.common.edge_math.tile_shape`; hidden chunk, warps and stages
+from :mod:`~fastnnp.kernels.tensornet.mlp_tiles`), so the MLP runs as ``tl.dot`` on
+[ROWS * SLOTS, ...] tiles and every sum is a register reduction: no atomics, and nothing per
+edge is written in the forward pass.
 
 Backward (forces; parameters frozen) recomputes the MLP. Because the table lists both
 directions of every pair with the same length, the gradient for the features is the same
@@ -51,11 +53,8 @@ from ..common.edge_math import (
 )
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
+from .mlp_tiles import interaction_launch, split_launch
 from .table_tiles import TABLE_GPU_TILE, TABLE_NUM_WARPS, table_compile_cases
-
-
-# Hidden units of the radial MLP's 2F-wide layer handled per step (bounds the staged weight tiles).
-HIDDEN_CHUNK = 32
 
 
 class RadialMLP(NamedTuple):
@@ -325,10 +324,10 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     rows, slots = tile_shape()
     weights = (radial.p0, radial.p1, radial.w1, radial.b1, radial.w2, radial.b2, radial.w3, radial.b3)
     scalars = (n_rows, K, R, F, radial.alpha, radial.cutoff_lower, radial.cutoff_upper)
+    BF = max(16, triton.next_power_of_2(F))
     meta = dict(
         RBF=radial.rbf_code, ACT=radial.activation_code, HAS_LOWER=radial.cutoff_lower > 0, PRECISION=precision,
-        ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)), BF=max(16, triton.next_power_of_2(F)),
-        KC=HIDDEN_CHUNK,
+        ROWS=rows, SLOTS=slots, BR=max(16, triton.next_power_of_2(R)), BF=BF, **interaction_launch(backward, BF),
     )
     kernel = _backward_kernel if backward else _forward_kernel
     return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
@@ -377,8 +376,12 @@ def interaction_messages(
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
     """Forward and backward of the MLP and the table kernels at production shape
-    (:mod:`fastnnp.kernels.compile_check`); the table ones with rate > 0, no lower cutoff."""
-    meta = dict(RBF=0, ACT=0, HAS_LOWER=False, PRECISION="ieee", KC=HIDDEN_CHUNK, **gpu_tile_constexprs(channels, num_rbf))
+    (:mod:`fastnnp.kernels.compile_check`), each with its launch's KC, warps and stages
+    (:mod:`~fastnnp.kernels.tensornet.mlp_tiles`); the table ones with rate > 0, no lower cutoff."""
+    base = dict(RBF=0, ACT=0, HAS_LOWER=False, PRECISION="ieee", **gpu_tile_constexprs(channels, num_rbf))
     table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
-    cases = [CompileCase(fn, meta, table, FLOAT_SCALARS) for fn in (_forward_kernel, _backward_kernel)]
+    cases = []
+    for fn, backward in ((_forward_kernel, False), (_backward_kernel, True)):
+        chunk, warps, stages = split_launch(interaction_launch(backward, base["BF"]))
+        cases.append(CompileCase(fn, {**base, **chunk}, table, FLOAT_SCALARS, warps, stages))
     return cases + table_compile_cases(_table_forward_kernel, _table_backward_kernel, channels)
