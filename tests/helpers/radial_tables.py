@@ -99,3 +99,22 @@ def miss_bound(monkeypatch, path: str) -> None:
         return table
 
     monkeypatch.setattr(rt, "tabulate", missing)
+
+
+def variant_tables(request, tmp_path, model: str, overrides: dict, inputs_kind: str) -> tuple[dict, list[str]]:
+    """(hyper-parameters, tables used) of a TorchMD-Net-built variant of ``model`` ("tn", "et",
+    "gn") with ``overrides``, checked by :func:`assert_tables_match_exact` on float64
+    ``inputs_kind`` ("molecules" or "periodic") inputs. Skips without TorchMD-Net."""
+    from tests.helpers.variants import build_reference, make_hparams, molecules, periodic_cells, seed_of, write_checkpoint
+
+    hp = make_hparams(model, **overrides)
+    path = write_checkpoint(tmp_path / "model.ckpt", build_reference(hp, seed_of(request)).state_dict(), hp)
+    inputs = molecules(torch.float64) if inputs_kind == "molecules" else periodic_cells(torch.float64)
+    return hp, assert_tables_match_exact(path, inputs)
+
+
+def shipped_tables(data_dir, architecture: str, prefix: str) -> list[str]:
+    """Tables used by the shipped ``tests/data/<architecture>`` checkpoint, checked by
+    :func:`assert_tables_match_exact` on its reference inputs (``prefix`` "" or "pbc_")."""
+    inputs = reference_inputs(np.load(data_dir / architecture / "reference.npz"), prefix)
+    return assert_tables_match_exact(data_dir / architecture / "model.ckpt", inputs)

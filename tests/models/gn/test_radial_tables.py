@@ -4,11 +4,9 @@ relative, forces within 1e-6 of the largest force (:mod:`tests.helpers.radial_ta
 shipped checkpoint and on TorchMD-Net-built variants. Each interaction's table is its CFConv
 filter ``net(rbf) * cutoff``."""
 
-import numpy as np
 import pytest
-import torch
 
-from tests.helpers.radial_tables import assert_tables_match_exact, miss_bound, reference_inputs
+from tests.helpers.radial_tables import miss_bound, shipped_tables, variant_tables
 
 SHIPPED_TABLES = ["neighbor_embedding", "interactions.0.conv", "interactions.1.conv"]  # of the shipped checkpoint
 CASES = {
@@ -31,26 +29,17 @@ def expected_tables(hp: dict) -> list[str]:
 @pytest.mark.parametrize("inputs_kind", ["molecules", "periodic"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_float32_tables_match_the_exact_filters(request, tmp_path, name, inputs_kind):
-    # here, not at the top: without TorchMD-Net only these cases skip
-    from tests.helpers.variants import build_reference, make_hparams, molecules, periodic_cells, seed_of, write_checkpoint
-
-    hp = make_hparams("gn", **CASES[name])
-    path = write_checkpoint(tmp_path / "model.ckpt", build_reference(hp, seed_of(request)).state_dict(), hp)
-    inputs = molecules(torch.float64) if inputs_kind == "molecules" else periodic_cells(torch.float64)
-    assert assert_tables_match_exact(path, inputs) == expected_tables(hp)
+    hp, names = variant_tables(request, tmp_path, "gn", CASES[name], inputs_kind)
+    assert names == expected_tables(hp)
 
 
 @pytest.mark.parametrize("prefix", ["", "pbc_"], ids=["molecules", "periodic"])
 def test_shipped_checkpoint_tables_match_the_exact_filters(data_dir, prefix):
-    inputs = reference_inputs(np.load(data_dir / "gn" / "reference.npz"), prefix)
-    names = assert_tables_match_exact(data_dir / "gn" / "model.ckpt", inputs)
-    assert names == SHIPPED_TABLES
+    assert shipped_tables(data_dir, "gn", prefix) == SHIPPED_TABLES
 
 
 @pytest.mark.parametrize("missed", [SHIPPED_TABLES[0], SHIPPED_TABLES[2]])
 def test_a_filter_whose_table_misses_its_bound_runs_exact(data_dir, monkeypatch, missed):
     """The other filters keep their tables; the warning names the one that runs exact."""
     miss_bound(monkeypatch, missed)
-    inputs = reference_inputs(np.load(data_dir / "gn" / "reference.npz"), "")
-    names = assert_tables_match_exact(data_dir / "gn" / "model.ckpt", inputs)
-    assert names == [name for name in SHIPPED_TABLES if name != missed]
+    assert shipped_tables(data_dir, "gn", "") == [name for name in SHIPPED_TABLES if name != missed]

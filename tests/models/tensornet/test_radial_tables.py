@@ -4,10 +4,8 @@ checkpoints: energy within 1e-7 relative, forces within 1e-6 of the largest forc
 (:mod:`tests.helpers.radial_tables`)."""
 
 import pytest
-import torch
 
-from tests.helpers.radial_tables import assert_tables_match_exact
-from tests.helpers.variants import build_reference, make_hparams, molecules, periodic_cells, seed_of, write_checkpoint
+from tests.helpers.radial_tables import variant_tables
 
 CASES = {
     "expnorm": {},
@@ -23,8 +21,5 @@ CASES = {
 @pytest.mark.parametrize("inputs_kind", ["molecules", "periodic"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_float32_tables_match_the_exact_filters(request, tmp_path, name, inputs_kind):
-    hp = make_hparams("tn", **CASES[name])
-    path = write_checkpoint(tmp_path / "model.ckpt", build_reference(hp, seed_of(request)).state_dict(), hp)
-    inputs = molecules(torch.float64) if inputs_kind == "molecules" else periodic_cells(torch.float64)
-    names = assert_tables_match_exact(path, inputs)
+    hp, names = variant_tables(request, tmp_path, "tn", CASES[name], inputs_kind)
     assert names == ["tensor_embedding"] + [f"layers.{k}" for k in range(hp["num_layers"])]
