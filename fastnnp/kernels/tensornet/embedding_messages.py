@@ -43,7 +43,7 @@ from ..common.edge_math import (
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
 from .mlp_tiles import embedding_launch, split_launch
-from .table_tiles import TABLE_GPU_TILE, TABLE_NUM_WARPS, table_compile_cases
+from .table_tiles import table_compile_cases, table_launch
 
 
 class DistanceProjection(NamedTuple):
@@ -292,12 +292,7 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     """(kernel, grid, parameter arguments, scalar arguments, meta) of the projection or the table kernel."""
     n_rows, K = neighbors.shape
     if isinstance(radial, KernelTable):
-        rows, slots = tile_shape(TABLE_GPU_TILE)
-        F = radial.channels // 3
-        meta = dict(**radial.constexprs(), ROWS=rows, SLOTS=slots, BF=max(16, triton.next_power_of_2(F)),
-                    num_warps=TABLE_NUM_WARPS)
-        kernel = _table_backward_kernel if backward else _table_forward_kernel
-        return kernel, (triton.cdiv(n_rows, rows),), (radial.coefficients,), (n_rows, K, F, *radial.scalars()), meta
+        return (_table_backward_kernel if backward else _table_forward_kernel, *table_launch(radial, n_rows, K))
     F3, R = radial.weight.shape
     F = F3 // 3
     weights = (radial.p0, radial.p1, radial.weight, radial.bias)
@@ -306,7 +301,7 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     BF = max(16, triton.next_power_of_2(F))
     meta = dict(
         RBF=radial.rbf_code, HAS_LOWER=radial.cutoff_lower > 0, PRECISION=precision, ROWS=rows, SLOTS=slots,
-        BR=max(16, triton.next_power_of_2(R)), BF=BF, **embedding_launch(backward, BF),
+        BR=max(16, triton.next_power_of_2(R)), BF=BF, **embedding_launch(backward),
     )
     kernel = _backward_kernel if backward else _forward_kernel
     return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
@@ -360,6 +355,6 @@ def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
     table = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
     cases = []
     for fn, backward in ((_forward_kernel, False), (_backward_kernel, True)):
-        extra, warps, stages = split_launch(embedding_launch(backward, base["BF"]))
+        extra, warps, stages = split_launch(embedding_launch(backward))
         cases.append(CompileCase(fn, {**base, **extra}, table, FLOAT_SCALARS, warps, stages))
     return cases + table_compile_cases(_table_forward_kernel, _table_backward_kernel, channels)

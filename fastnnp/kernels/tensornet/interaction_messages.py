@@ -54,7 +54,7 @@ from ..common.edge_math import (
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
 from .mlp_tiles import interaction_launch, split_launch
-from .table_tiles import TABLE_GPU_TILE, TABLE_NUM_WARPS, table_compile_cases
+from .table_tiles import table_compile_cases, table_launch
 
 
 class RadialMLP(NamedTuple):
@@ -314,12 +314,7 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     """(kernel, grid, parameter arguments, scalar arguments, meta) of the MLP or the table kernel."""
     n_rows, K = neighbors.shape
     if isinstance(radial, KernelTable):
-        rows, slots = tile_shape(TABLE_GPU_TILE)
-        F = radial.channels // 3
-        meta = dict(**radial.constexprs(), ROWS=rows, SLOTS=slots, BF=max(16, triton.next_power_of_2(F)),
-                    num_warps=TABLE_NUM_WARPS)
-        kernel = _table_backward_kernel if backward else _table_forward_kernel
-        return kernel, (triton.cdiv(n_rows, rows),), (radial.coefficients,), (n_rows, K, F, *radial.scalars()), meta
+        return (_table_backward_kernel if backward else _table_forward_kernel, *table_launch(radial, n_rows, K))
     F, R = radial.w1.shape
     rows, slots = tile_shape()
     weights = (radial.p0, radial.p1, radial.w1, radial.b1, radial.w2, radial.b2, radial.w3, radial.b3)

@@ -49,9 +49,9 @@ from typing import Optional
 HIDDEN_CHUNK = 32
 
 
-def embedding_launch(backward: bool, block_f: int) -> dict:
-    """Launch options of an embedding MLP kernel for BF = ``block_f``: 16 warps for the forward,
-    4 (Triton's default) for the backward; Triton's default num_stages."""
+def embedding_launch(backward: bool) -> dict:
+    """Launch options of an embedding projection kernel (any F): 16 warps for the forward, 4
+    (Triton's default) for the backward; Triton's default num_stages."""
     return dict(num_warps=4 if backward else 16)
 
 

@@ -24,7 +24,8 @@ tightest):
 import triton
 
 from ..common.compile_case import CompileCase
-from ..common.radial_table import TABLE_FLOAT_SCALARS
+from ..common.edge_math import tile_shape
+from ..common.radial_table import TABLE_FLOAT_SCALARS, KernelTable
 
 # (receivers per program, slots per step) on the GPU, and warps per program.
 TABLE_GPU_TILE = (1, 4)
@@ -39,3 +40,13 @@ def table_compile_cases(forward, backward, channels: int) -> list[CompileCase]:
                 BF=triton.next_power_of_2(channels))
     pointers = {"nbr_ptr": "*i32", "counts_ptr": "*i32"}
     return [CompileCase(fn, meta, pointers, TABLE_FLOAT_SCALARS, TABLE_NUM_WARPS) for fn in (forward, backward)]
+
+
+def table_launch(table: KernelTable, n_rows: int, K: int) -> tuple[tuple, tuple, tuple, dict]:
+    """(grid, parameter arguments, scalar arguments, meta) of a table message kernel on a
+    [``n_rows``, ``K``] neighbour table: this platform's tile, :data:`TABLE_NUM_WARPS` warps."""
+    rows, slots = tile_shape(TABLE_GPU_TILE)
+    F = table.channels // 3
+    meta = dict(**table.constexprs(), ROWS=rows, SLOTS=slots, BF=max(16, triton.next_power_of_2(F)),
+                num_warps=TABLE_NUM_WARPS)
+    return (triton.cdiv(n_rows, rows),), (table.coefficients,), (n_rows, K, F, *table.scalars()), meta
