@@ -81,8 +81,9 @@ def embedding_filter(embedding: TensorEmbedding, expansion: nn.Module) -> Union[
 class TritonTensorNet(TensorNet):
     """:class:`TensorNet` with its neighbour search and edge work on Triton kernels (float32).
 
-    ``precision`` is the kernels' matmul input precision: "ieee" (exact float32, default) or
-    "tf32" (opt-in; faster on NVIDIA GPUs; its error against float64 is not yet measured).
+    ``precision`` is the radial-MLP kernels' matmul input precision: "ieee" (exact float32,
+    default) or "tf32" (opt-in; faster on NVIDIA GPUs; its error against float64 is not yet
+    measured). The table kernels have no matmul, so "tf32" with every filter tabulated is refused.
     """
 
     def __init__(self, *args, precision: str = "ieee", **kwargs):
@@ -105,6 +106,11 @@ class TritonTensorNet(TensorNet):
             raise RuntimeError(
                 "backend='triton' treats the parameters as constants (energies, forces, stress); "
                 "freeze them with model.requires_grad_(False), or train with backend='torch'"
+            )
+        if self.precision != "ieee" and all(m.radial_table is not None for m in (self.tensor_embedding, *self.layers)):
+            raise ValueError(
+                f"precision={self.precision!r} sets the radial MLP kernels' matmuls, and every filter reads a "
+                "radial table (no matmul): load with radial='exact' to use it, or keep precision='ieee'"
             )
         table = self.table_search(
             pos.detach(), batch, self.cutoff_upper, self.cutoff_lower,

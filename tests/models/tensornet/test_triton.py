@@ -129,3 +129,14 @@ def test_float64_inputs_are_refused():
     z, pos, batch, _ = random_system("open")
     with pytest.raises(ValueError, match="float32 only"):
         triton.representation_model(z, pos.double(), batch)
+
+
+def test_tf32_with_every_filter_tabulated_is_refused():
+    """precision="tf32" only changes the radial-MLP kernels; with tables everywhere it would do nothing."""
+    _, triton = _pair()
+    triton.representation_model.precision = "tf32"
+    z, pos, batch, _ = random_system("open")
+    triton(z, pos, batch)  # exact filters: tf32 applies
+    attach_radial_tables(triton.representation_model, torch.float32, "table")
+    with pytest.raises(ValueError, match="precision='tf32'.*radial table"):
+        triton(z, pos, batch)
