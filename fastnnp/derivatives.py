@@ -1,6 +1,6 @@
 """Energy with its position and strain derivatives in one backward pass."""
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -34,23 +34,41 @@ def energy_derivatives(
     gradient gives both derivatives. ``create_graph`` keeps the graph for training on forces
     and stress; otherwise the results are detached.
     """
+    return strained_derivatives(lambda p, b: model.energy_terms(z, p, batch, b, q), pos, batch, box, create_graph)
+
+
+def strained_derivatives(
+    energy_terms: Callable[[Tensor, Optional[Tensor]], tuple[Tensor, Optional[Tensor]]],
+    pos: Tensor,
+    batch: Tensor,
+    box: Optional[Tensor] = None,
+    create_graph: bool = False,
+) -> EnergyDerivatives:
+    """:func:`energy_derivatives` of ``energy_terms(pos, box) -> (energy [S, 1], atom energy
+    [N] or None)``, a model's energy at strained positions and cell; ``batch`` [N] int64."""
     with torch.enable_grad():
         pos = pos.detach().requires_grad_(True)
         inputs = [pos]
         strained_pos, strained_box = pos, box
         if box is not None:
             strain = torch.zeros_like(box, requires_grad=True)
-            symmetric = 0.5 * (strain + strain.transpose(1, 2))
-            strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
+            symmetric = 0.5 * (strain + strain.transpose(-2, -1))
+            if box.dim() == 2:
+                strained_pos = pos + pos @ symmetric
+            else:
+                strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
             strained_box = box + box @ symmetric
             inputs.append(strain)
-        energy, atom_energy = model.energy_terms(z, strained_pos, batch, strained_box, q)
+        energy, atom_energy = energy_terms(strained_pos, strained_box)
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
     stress = None
     if box is not None:
         strain_derivative = grads[1] if grads[1] is not None else torch.zeros_like(box)
-        stress = strain_derivative / torch.linalg.det(box).abs()[:, None, None]
+        # |a . (b x c)|: no factorisation, whose error check would sync on a GPU
+        volume = (box[..., 0, :] * torch.linalg.cross(box[..., 1, :], box[..., 2, :])).sum(-1).abs().detach()
+        stress = strain_derivative / (volume if box.dim() == 2 else volume[:, None, None])
+        stress = stress.reshape(-1, 3, 3)
     if not create_graph:
         energy = energy.detach()
         atom_energy = None if atom_energy is None else atom_energy.detach()

@@ -1,12 +1,17 @@
 """The whole potential: representation -> output head -> priors -> energy, and forces."""
 
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ..priors import Prior
+from ..status import StepStatus
 from ..validation import check_inputs
+
+T = TypeVar("T")
+# Replans a call may need: one for the search's grid, one for the table's width.
+MAX_REPLANS = 2
 
 
 class NeuralPotential(nn.Module):
@@ -59,7 +64,7 @@ class NeuralPotential(nn.Module):
         if self.derivative and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         with torch.set_grad_enabled(self.derivative or torch.is_grad_enabled()):
-            y = self._energy(z, pos, batch, box, q, extra_args, n_systems)
+            y = self.settled(lambda: self._energy(z, pos, batch, box, q, extra_args, n_systems))
             if not self.derivative:
                 return (y, None) if keep_graph else (y.detach(), None)
             (dy,) = torch.autograd.grad(y.sum(), pos, create_graph=keep_graph, allow_unused=True)
@@ -74,6 +79,45 @@ class NeuralPotential(nn.Module):
         if q is not None:
             q = q.reshape(n_systems).to(self.dtype)
         return z.long(), batch.long(), q, n_systems
+
+    def search_status(self) -> Optional[Tensor]:
+        """The device status (0-d int32, :class:`fastnnp.status.StepStatus` bits) of the planned
+        neighbour searches the last call ran, OR-ed; None when the model has none."""
+        statuses = [hook.status for hook in self._planned_searches() if hook.status is not None]
+        if not statuses:
+            return None
+        status = statuses[0]
+        for other in statuses[1:]:
+            status = status | other
+        return status
+
+    def settle(self, status: Optional[Tensor]) -> bool:
+        """Read a call's ``status`` (one host sync) and act on it: every planned search plans
+        again at its next call where it says so. True when the call's results stand, False
+        when they are incomplete (a table overflowed, a cell outgrew its grid) and the call
+        must run again."""
+        if status is None:
+            return True
+        flags = StepStatus(int(status))
+        if flags & (StepStatus.OVERFLOW | StepStatus.STALE | StepStatus.DRIFT):
+            for hook in self._planned_searches():
+                hook.replan(flags)
+        return not flags.recompute
+
+    def settled(self, compute: Callable[[], T]) -> T:
+        """``compute()`` run until its neighbour searches' status lets it stand (:meth:`settle`):
+        once, or again after a replan. Each replan gives the searches room for what they found,
+        so a second run stands; more than :data:`MAX_REPLANS` is an error, never a wrong result."""
+        for _ in range(MAX_REPLANS + 1):
+            result = compute()
+            if self.settle(self.search_status()):
+                return result
+        raise RuntimeError(f"the neighbour search still overflowed after {MAX_REPLANS} replans")
+
+    def _planned_searches(self) -> list:
+        """The Triton representations' planned search hooks (anything with ``status`` and ``replan``)."""
+        hooks = (getattr(module, "table_search", None) for module in self.modules())
+        return [hook for hook in hooks if hasattr(hook, "status") and hasattr(hook, "replan")]
 
     @property
     def has_atom_energies(self) -> bool:
@@ -99,12 +143,28 @@ class NeuralPotential(nn.Module):
         plus its atom-wise priors, and an equal share of the per-system ``mean``.
         """
         z, batch, q, n_systems = self._checked(z, pos, batch, box, q)
+        atoms_per_system = torch.bincount(batch, minlength=n_systems) if self.has_atom_energies else None
+        return self.settled(lambda: self.checked_energy_terms(z, pos, batch, box, q, n_systems, atoms_per_system))
+
+    def checked_energy_terms(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        box: Optional[Tensor],
+        q: Optional[Tensor],
+        n_systems: int,
+        atoms_per_system: Optional[Tensor],
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """:meth:`energy_terms` of inputs already validated (as :meth:`_checked` returns them),
+        with ``atoms_per_system`` [n_systems] given where :attr:`has_atom_energies` (else None):
+        no checks, no host syncs of its own, and the searches' status not read (the caller
+        settles it, :meth:`settle`)."""
         x = self._atom_terms(z, pos, batch, box, q, None)
         y = self._system_energy(x, z, pos, batch, box, None, n_systems)
-        if not self.has_atom_energies:
+        if atoms_per_system is None:
             return y, None
-        atoms_per_system = torch.bincount(batch, minlength=n_systems).to(x.dtype)
-        return y, x[:, 0] + (self.mean / atoms_per_system)[batch]
+        return y, x[:, 0] + (self.mean / atoms_per_system.to(x.dtype))[batch]
 
     def _energy(self, z, pos, batch, box, q, extra_args, n_systems: int) -> Tensor:
         x = self._atom_terms(z, pos, batch, box, q, extra_args)

@@ -44,16 +44,12 @@ def cell_frame(
     """
     shared = box.dim() == 2
     boxes = box.unsqueeze(0).expand(n_systems, 3, 3) if shared else box[:n_systems]
+    inverse, volume, heights = cell_geometry(boxes)
     one_product = shared and not batched
     if one_product:
-        frac = pos @ torch.linalg.inv(box)
+        frac = pos @ inverse[0]
     else:
-        frac = torch.bmm(pos.unsqueeze(1), torch.linalg.inv(boxes).index_select(0, batch)).squeeze(1)
-    volume = torch.linalg.det(boxes).abs()
-    heights = torch.stack(
-        [volume / torch.linalg.cross(boxes[:, (k + 1) % 3], boxes[:, (k + 2) % 3]).norm(dim=1) for k in range(3)],
-        dim=1,
-    )
+        frac = torch.bmm(pos.unsqueeze(1), inverse.index_select(0, batch)).squeeze(1)
     floor = torch.floor(frac)
     if wrap is not None:
         floor[:, ~wrap] = 0.0
@@ -64,10 +60,23 @@ def cell_frame(
     return CellFrame(boxes, frac - floor, floor.to(torch.long), wrapped, volume, heights)
 
 
+def cell_geometry(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Inverse [S, 3, 3], volume |det| [S] and heights h_k [S, 3] of cells ``boxes`` [S, 3, 3]
+    (rows a, b, c) from the cross products b x c, c x a, a x b: the inverse's columns are
+    those over det. No factorisation, so nothing is checked on the host (a singular cell gives
+    inf; the callers reject those before)."""
+    a, b, c = boxes.unbind(1)
+    crosses = torch.stack((torch.linalg.cross(b, c), torch.linalg.cross(c, a), torch.linalg.cross(a, b)), dim=2)
+    det = (a * crosses[:, :, 0]).sum(dim=1)
+    volume = det.abs()
+    return crosses / det[:, None, None], volume, volume[:, None] / crosses.norm(dim=1)
+
+
 def bin_coords(u: Tensor, nbins: Tensor, batch: Tensor) -> Tensor:
     """[N, 3] int64 bin of each atom: ``floor(u)`` clamped to 0 .. n_k - 1, for ``u`` [N, 3]
     the atoms' coordinates in bin widths from the grid's origin and ``nbins`` [S, 3] the bins
     per axis of each system (float64)."""
+    u = torch.nan_to_num(u, nan=0.0)  # a non-finite position (flagged elsewhere) must not index outside
     return torch.minimum(torch.floor(u).clamp(min=0), (nbins - 1).index_select(0, batch)).to(torch.long)
 
 
@@ -80,20 +89,22 @@ class BinnedAtoms(NamedTuple):
     n_bins: int  # number of bins of all systems together
 
 
-def sort_into_bins(coords: Tensor, nbins: Tensor, batch: Tensor) -> BinnedAtoms:
+def sort_into_bins(coords: Tensor, nbins: Tensor, batch: Tensor, n_bins: Optional[int] = None) -> BinnedAtoms:
     """Global bin keys ``base[s] + (b0 n_1 + b1) n_2 + b2`` of the atoms' bin coordinates
     ``coords`` [N, 3] (int64) on grids of ``nbins`` [S, 3] (int64) bins, and the atoms sorted
-    by them, so that every bin, and every run of consecutive b2 bins, is a contiguous range."""
+    by them, so that every bin, and every run of consecutive b2 bins, is a contiguous range.
+    ``n_bins``, the total, is read from the device unless given."""
     bins_per_sys = nbins[:, 0] * nbins[:, 1] * nbins[:, 2]
     base = torch.cumsum(bins_per_sys, 0) - bins_per_sys
     nbs = nbins.index_select(0, batch)
     key = base.index_select(0, batch) + (coords[:, 0] * nbs[:, 1] + coords[:, 1]) * nbs[:, 2] + coords[:, 2]
-    return BinnedAtoms(key, torch.argsort(key, stable=True), base, int(bins_per_sys.sum()))
+    total = int(bins_per_sys.sum()) if n_bins is None else n_bins
+    return BinnedAtoms(key, torch.argsort(key, stable=True), base, total)
 
 
 def bin_starts(key: Tensor, n_bins: int) -> Tensor:
     """[n_bins + 1] int64: the first sorted atom of every bin (a dense prefix count of the
     bin keys ``key`` [N], in any order); bin k holds the sorted atoms start[k] .. start[k+1] - 1."""
     start = torch.zeros(n_bins + 1, dtype=torch.long, device=key.device)
-    start[1:] = torch.cumsum(torch.bincount(key, minlength=n_bins), 0)
-    return start
+    start.index_add_(0, key + 1, torch.ones_like(key))  # no bincount: its size would be read from the device
+    return torch.cumsum(start, 0)

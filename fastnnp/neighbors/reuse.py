@@ -187,6 +187,13 @@ def _neighbor_table() -> Callable:
     return neighbor_table
 
 
+def _planned_table_search():
+    """A Triton representation's own search hook (imported on use, like :func:`_neighbor_table`)."""
+    from ..kernels.common.search_plan import PlannedTableSearch
+
+    return PlannedTableSearch()
+
+
 def _searches(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
     """(module, attribute name) of every neighbour search hook in ``model``: ``neighbor_search``
     (a :func:`neighbor_list`-like callable: representations, the ZBL and D2 priors) and
@@ -200,14 +207,15 @@ def _searches(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
 def use_verlet_skin(model: nn.Module, skin: float) -> None:
     """Give every neighbour search in ``model`` (of the representations TensorNet, ET, GN,
     TritonTensorNet and of the priors ZBL and D2, also inside ensembles) its own Verlet cache
-    with ``skin`` (length units); ``skin=0`` restores the plain searches. Raises ValueError
+    with ``skin`` (length units); ``skin=0`` restores the plain searches (the planned search,
+    :mod:`fastnnp.kernels.common.search_plan`, for Triton representations). Raises ValueError
     for a negative or non-finite ``skin``."""
     skin = check_skin(skin)
     for module, name in _searches(model):
         if name == "neighbor_search":
             setattr(module, name, VerletNeighborList(skin) if skin > 0 else neighbor_list)
         else:
-            setattr(module, name, VerletNeighborTable(skin) if skin > 0 else _neighbor_table())
+            setattr(module, name, VerletNeighborTable(skin) if skin > 0 else _planned_table_search())
 
 
 def neighbor_builds(model: nn.Module) -> int:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastnnp.neighbors.cells import bin_coords, bin_starts, cell_frame, sort_into_bins
+from fastnnp.neighbors.cells import bin_coords, bin_starts, cell_frame, cell_geometry, sort_into_bins
 
 TRICLINIC = [[7.0, 0.0, 0.0], [1.2, 6.5, 0.0], [-0.8, 0.9, 6.8]]
 ORTHORHOMBIC = [[6.0, 0.0, 0.0], [0.0, 7.0, 0.0], [0.0, 0.0, 5.5]]
@@ -42,6 +42,17 @@ def test_cell_frame_wraps_every_atom_into_its_cell(batched, per_system):
         assert torch.equal(frame.boxes[s], boxes[s])
 
 
+def test_cell_geometry_matches_linalg():
+    """Inverse, volume and heights from cross products equal torch.linalg's (no host check)."""
+    boxes = torch.tensor(TRICLINIC, dtype=torch.float64)[None] * torch.tensor([1.0, -0.5, 3.0], dtype=torch.float64)[:, None, None]
+    inverse, volume, heights = cell_geometry(boxes)
+    torch.testing.assert_close(inverse, torch.linalg.inv(boxes), rtol=1e-13, atol=0)
+    torch.testing.assert_close(volume, torch.linalg.det(boxes).abs(), rtol=1e-13, atol=0)
+    for k in range(3):
+        face = torch.linalg.cross(boxes[:, (k + 1) % 3], boxes[:, (k + 2) % 3]).norm(dim=1)
+        torch.testing.assert_close(heights[:, k], volume / face, rtol=1e-13, atol=0)
+
+
 def test_shared_box_arithmetic_is_chosen_by_batched():
     """One product with the shared cell (the cell list's) or a batched one per atom (the
     Triton search's): each exactly as written, so each search keeps its own rounding."""
@@ -50,10 +61,11 @@ def test_shared_box_arithmetic_is_chosen_by_batched():
     pos = atoms_around(box[None], batch, seed=3)
     one = cell_frame(pos, batch, box, 1, batched=False)
     per_atom = cell_frame(pos, batch, box, 1, batched=True)
-    frac = pos @ torch.linalg.inv(box)
+    inverse = cell_geometry(box[None])[0]
+    frac = pos @ inverse[0]
     assert torch.equal(one.frac, frac - torch.floor(frac))
     assert torch.equal(one.wrapped, pos - torch.floor(frac) @ box)
-    inv = torch.linalg.inv(box[None].expand(1, 3, 3)).index_select(0, batch)
+    inv = inverse.index_select(0, batch)
     frac = torch.bmm(pos.unsqueeze(1), inv).squeeze(1)
     assert torch.equal(per_atom.frac, frac - torch.floor(frac))
     cells = box[None].expand(1, 3, 3).index_select(0, batch)

@@ -16,16 +16,21 @@ The pairs are those of :func:`fastnnp.neighbors.neighbor_list` with ``loop=False
 ``cutoff_lower <= |edge vector| < cutoff_upper``, both directions of every pair, periodic
 images of an atom itself included (cells thinner than the cutoff), the self pair excluded.
 Padding entries give a zero vector in :func:`table_vectors`, so the fixed-size table can be
-used as is (e.g. inside a CUDA graph: pass the returned K back as ``capacity``).
+used as is (e.g. inside a CUDA graph: :func:`planned_search` keeps K fixed).
 
 Algorithm
 ---------
-1. (torch, float64, :func:`_bin_atoms`) With a box, fractional coordinates are wrapped into
+0. (:func:`plan_search`, once per topology, reads sizes on the host) The grid below (bins per
+   axis, reach, bin-id blocks, open systems' origin and widths) and K, as a
+   :class:`SearchPlan`. Every later step runs 1 and 2 on it with no host sync
+   (:func:`planned_search`) and flags on the device what the plan no longer covers.
+1. (torch, float64, :func:`planned_bins`) With a box, fractional coordinates are wrapped into
    [0, 1), the integer part s_i is remembered and the kernel gets the wrapped Cartesian
    positions (:func:`fastnnp.neighbors.cells.cell_frame`, batched per atom). Along every
    lattice axis k a system gets n_k = max(1, floor(h_k / cutoff)) bins, h_k being the cell
-   height perpendicular to face k; open boundaries bin the atoms' bounding box along x, y, z
-   with bins at least a cutoff wide. A system has at most 2 bins per atom (coarser bins are
+   height perpendicular to face k; open boundaries bin the atoms' bounding box, grown by a
+   cutoff on every side, along x, y, z with bins at least a cutoff wide (atoms that later
+   leave it are clamped into the edge bins: still complete, since bins are a cutoff wide). A system has at most 2 bins per atom (coarser bins are
    only slower). Two atoms closer than the cutoff are at most m_k = ceil(cutoff n_k / h_k)
    bins apart: 1, more for a cell thinner than the cutoff. Each system owns a contiguous
    block of global bin ids (z fastest); atoms are sorted by bin and ``bin_start`` gives the
@@ -40,8 +45,9 @@ Algorithm
    Index arithmetic (bins, row offsets i * K + slot) is int64.
 3. K defaults to 1.25 x the expected neighbour count at each system's mean density (open
    systems: over the bounding box, each side at least a cutoff; at most N_s - 1), rounded
-   up to a multiple of 16. If a count exceeds K, the kernel runs again with K = the largest
-   count + 1/8, rounded up to a multiple of 16: nothing is ever truncated.
+   up to a multiple of 16. If a count exceeds K (flagged on the device), the kernel runs
+   again with K = the largest count + 1/8, rounded up to a multiple of 16: nothing is ever
+   truncated (:func:`neighbor_table` does it at once; a step after it, :mod:`fastnnp.step`).
 """
 
 import math
@@ -52,12 +58,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ...neighbors.cells import bin_coords, bin_starts, cell_frame, sort_into_bins
+from ...neighbors.cells import bin_coords, bin_starts, cell_frame, cell_geometry, sort_into_bins
 from ...neighbors.checks import check_search_inputs
 from ...neighbors.table import NeighborTable, table_vectors
 from .compile_case import CompileCase
 
-__all__ = ["NeighborTable", "neighbor_table", "table_vectors"]
+__all__ = ["NeighborTable", "SearchPlan", "neighbor_table", "plan_search", "planned_search", "table_vectors"]
 
 # Senders tested per step of the kernel's inner loop.
 _BLOCK = 32
@@ -177,7 +183,7 @@ def _neighbor_kernel(
     tl.store(count_ptr + i, count)
 
 
-class _Bins(NamedTuple):
+class Bins(NamedTuple):
     """Kernel inputs from the binning step; atom arrays are in bin-sorted order."""
 
     pos: Tensor  # [N, 4] wrapped positions, 4th component 0 (kernel dtype)
@@ -185,12 +191,33 @@ class _Bins(NamedTuple):
     bin: Tensor  # [N, 3] int64 bin coordinates
     shift: Tensor  # [N, 4] int32 lattice shift removed by the wrapping, 4th component 0
     sys: Tensor  # [N] int32 system
-    nbins: Tensor  # [S, 3] int64
-    reach: Tensor  # [S, 3] int64
-    base: Tensor  # [S] int64
     box: Tensor  # [S, 3, 4] lattice vectors, 4th component 0 (kernel dtype)
     bin_start: Tensor  # [n_bins + 1] int64
-    capacity: int  # estimated K
+
+
+class SearchPlan(NamedTuple):
+    """What a search keeps for one topology (atom count, systems, cell shape, cutoffs) so that
+    it runs with no host sync: the grid (bins per axis, reach, block of bin ids of each system;
+    for open boundaries also its origin and bin widths) and the table width K. Step 1 of the
+    module docstring, computed from the positions (and cell) it was planned with."""
+
+    n_atoms: int
+    n_systems: int
+    periodic: bool
+    shared_box: bool  # a (3, 3) box for every system
+    cutoff_upper: float
+    cutoff_lower: float
+    capacity: int  # K
+    n_bins: int  # bins of all systems together
+    batch: Tensor  # [N] int64, as planned
+    nbins: Tensor  # [S, 3] float64 bins per axis
+    nbins_int: Tensor  # [S, 3] int64, the same
+    reach: Tensor  # [S, 3] int64 search range m per axis, in bins
+    base: Tensor  # [S] int64 first global bin id of each system
+    origin: Tensor  # [S, 3] float64 grid origin (open boundaries; else 0)
+    width: Tensor  # [S, 3] float64 bin widths (open boundaries; else 1)
+    open_box: Tensor  # [S, 3, 4] zeros in the kernel dtype: the open search's box argument
+    cut: Tensor  # [2] squared cutoffs (upper, lower) in the kernel dtype
 
 
 def neighbor_table(
@@ -217,33 +244,76 @@ def neighbor_table(
     Raises:
         ValueError: bad shapes, singular or non-finite box, non-finite positions, bad cutoffs
             or capacity, or a cell so thin that the search would be degenerate.
+
+    This checks its inputs and reads the table's largest count on the host; a step that must
+    not sync plans once (:func:`plan_search`) and calls :func:`planned_search`.
     """
     pos, batch, box, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
+    if pos.shape[0] == 0:
+        return _empty_table(0, _checked_capacity(capacity) or 16, pos.device)
+    plan = plan_search(pos, batch, cu, cl, box, capacity)
+    table, _, need = planned_search(plan, pos, box)
+    if int(need) > plan.capacity:  # overflow: search again with room for every neighbour
+        table, _, _ = planned_search(plan._replace(capacity=wider_capacity(int(need))), pos, box)
+    return table
+
+
+def wider_capacity(need: int) -> int:
+    """The table width after an overflow whose largest count was ``need``: 1/8 more, rounded up to 16."""
+    return _round16(need + need // 8)
+
+
+def _checked_capacity(capacity) -> int | None:
     if capacity is not None and (isinstance(capacity, bool) or int(capacity) != capacity or capacity < 1):
         raise ValueError(f"capacity must be a positive integer, got {capacity}")
-    n = pos.shape[0]
-    if n == 0:
-        return _empty_table(0, capacity or 16, pos.device)
+    return None if capacity is None else int(capacity)
+
+
+def planned_search(plan: SearchPlan, pos: Tensor, box: Tensor | None) -> tuple[NeighborTable, Tensor, Tensor]:
+    """The table of ``pos`` [N, 3] (and ``box``, of the plan's shape) on the plan's grid, with no
+    host sync, a 0-d int32 status on the device (:class:`fastnnp.status.StepStatus` bits) and
+    the largest neighbour count (0-d int32, for the width of a replan). Status bits:
+    OVERFLOW where some count exceeds K (that row then lists, and counts, only K of the
+    atom's neighbours), STALE where a periodic cell's bins became narrower than the cutoff (pairs may
+    be missing), DRIFT where atoms of an open system left the planned grid (the table is
+    complete, the search slower). The caller acts on it after the step: replan and recompute
+    for OVERFLOW or STALE. Inputs are not checked here: the plan's were."""
     with torch.no_grad():
-        bins = _bin_atoms(pos.detach(), batch, box, cu)
-        k = int(capacity) if capacity is not None else bins.capacity
-        table = _search(bins, n, k, cu, cl, box is not None)
-        need = int(table.counts.max())
-        if need > k:  # overflow: search again with room for every neighbour
-            table = _search(bins, n, _round16(need + need // 8), cu, cl, box is not None)
-    return table
+        bins, stale, drift = planned_bins(plan, pos.detach(), None if box is None else box.detach())
+        table = _empty_table(plan.n_atoms, plan.capacity, pos.device)
+        neighbors, images, counts = torch.ops.fastnnp.neighbor_search(
+            bins.pos, bins.atom, bins.bin, bins.shift, bins.sys, plan.nbins_int, plan.reach, plan.base,
+            bins.box, bins.bin_start, plan.cut, plan.capacity, plan.periodic,
+        )
+        need = counts.max()
+        status = (need > plan.capacity).int() | (stale.int() << 1) | (drift.int() << 2)
+        # an overflowed row lists K neighbours: the consumers never read past the table
+        counts = torch.minimum(counts, torch.full_like(counts, plan.capacity))
+    return NeighborTable(neighbors, images, counts), status, need
 
 
-def _search(bins: _Bins, n: int, k: int, cu: float, cl: float, periodic: bool) -> NeighborTable:
-    """Run the kernel with table width k (the returned counts may exceed k)."""
-    table = _empty_table(n, k, bins.pos.device)
-    cut = torch.tensor([cu * cu, cl * cl], dtype=bins.pos.dtype, device=bins.pos.device)
-    _neighbor_kernel[(n,)](
-        bins.pos, bins.atom, bins.bin, bins.shift, bins.sys, bins.nbins, bins.reach, bins.base, bins.box,
-        bins.bin_start, cut, table.neighbors, table.images, table.counts, k,
-        PERIODIC=periodic, BLOCK=_BLOCK, num_warps=1,
-    )  # fmt: skip
-    return table
+@torch.library.custom_op("fastnnp::neighbor_search", mutates_args=())
+def _neighbor_search_op(
+    pos: Tensor, atom: Tensor, bin: Tensor, shift: Tensor, sys: Tensor, nbins: Tensor, reach: Tensor, base: Tensor,
+    box: Tensor, bin_start: Tensor, cut: Tensor, capacity: int, periodic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The search kernel (step 2 of the module docstring) on bin-sorted inputs: (neighbors
+    [N, K] int32, images [N, K, 3] int32, counts [N] int32; counts may exceed K)."""
+    table = _empty_table(pos.shape[0], capacity, pos.device)
+    if pos.shape[0] > 0:
+        _neighbor_kernel[(pos.shape[0],)](
+            pos, atom, bin, shift, sys, nbins, reach, base, box, bin_start, cut,
+            table.neighbors, table.images, table.counts, capacity,
+            PERIODIC=periodic, BLOCK=_BLOCK, num_warps=1,
+        )  # fmt: skip
+    return table.neighbors, table.images, table.counts
+
+
+@_neighbor_search_op.register_fake
+def _(pos, atom, bin, shift, sys, nbins, reach, base, box, bin_start, cut, capacity, periodic):
+    n = pos.shape[0]
+    i32 = torch.int32
+    return pos.new_empty(n, capacity, dtype=i32), pos.new_empty(n, capacity, 3, dtype=i32), pos.new_empty(n, dtype=i32)
 
 
 def _empty_table(n: int, k: int, device: torch.device) -> NeighborTable:
@@ -260,70 +330,100 @@ def _round16(x: float) -> int:
     return max(16, 16 * math.ceil(x / 16))
 
 
-def _bin_atoms(pos: Tensor, batch: Tensor, box: Tensor | None, cu: float) -> _Bins:
-    """Bins, search ranges and bin-sorted atom arrays for the kernel (step 1 of the module
-    docstring), plus the capacity estimate. ``box`` is None, (3, 3) or (>= S, 3, 3)."""
+def plan_search(
+    pos: Tensor, batch: Tensor, cu: float, cl: float, box: Tensor | None, capacity: int | None = None
+) -> SearchPlan:
+    """The grid and table width for ``pos`` [N, 3] (N > 0), ``batch`` [N] int64 and ``box``
+    (None, (3, 3) or (>= S, 3, 3)), inputs as :func:`check_search_inputs` returns them (step 1
+    and 3 of the module docstring). Reads sizes from the device: done once per topology.
+
+    Open boundaries: the grid spans the atoms' bounding box plus a cutoff on every side (room
+    to move before DRIFT is flagged; atoms outside it are clamped into the edge bins, which
+    keeps the search complete because bins are at least a cutoff wide)."""
+    capacity = _checked_capacity(capacity)
     device = pos.device
-    f64, i64, i32 = torch.float64, torch.long, torch.int32
-    n = pos.shape[0]
+    f64, i64 = torch.float64, torch.long
+    p = pos.detach().to(f64)
     n_sys = int(batch.max()) + 1
-    per_sys = torch.bincount(batch, minlength=n_sys)
-    p = pos.to(f64)
+    per_sys = torch.zeros(n_sys, dtype=f64, device=device).index_add_(0, batch, torch.ones_like(p[:, 0]))
     # Bins at least this wide; the small margin keeps rounding in the binning harmless.
     cs = cu * (1 + 1e-6)
-
+    origin = torch.zeros(n_sys, 3, dtype=f64, device=device)
+    width = torch.ones(n_sys, 3, dtype=f64, device=device)
     if box is None:
-        idx3 = batch.unsqueeze(1).expand(n, 3)
-        lo = torch.zeros(n_sys, 3, dtype=f64, device=device).scatter_reduce(0, idx3, p, "amin", include_self=False)
-        hi = torch.zeros(n_sys, 3, dtype=f64, device=device).scatter_reduce(0, idx3, p, "amax", include_self=False)
+        idx3 = batch.unsqueeze(1).expand(-1, 3)
+        lo = origin.scatter_reduce(0, idx3, p, "amin", include_self=False) - cs
+        hi = origin.scatter_reduce(0, idx3, p, "amax", include_self=False) + cs
         extent = hi - lo
         nb = _cap_bins(torch.floor(extent / cs).clamp(min=1), per_sys)
-        width = (extent / nb).clamp(min=cs)
-        u = (p - lo.index_select(0, batch)) / width.index_select(0, batch)
+        origin, width = lo, (extent / nb).clamp(min=cs)
         reach = torch.ones_like(nb)
-        shift = torch.zeros(n, 3, dtype=i64, device=device)
-        wrapped = p
-        boxes = torch.zeros(n_sys, 3, 3, dtype=f64, device=device)
-        volume = extent.clamp(min=cu).prod(dim=1)
+        # atoms at the system's density over its bounding box (each side at least a cutoff)
+        volume = (extent - 2 * cs).clamp(min=cu).prod(dim=1)
     else:
-        b64 = box.detach().to(f64).reshape(-1, 3, 3)
-        # every atom's cell applied by a batched product, even for a shared box
-        cells = cell_frame(p, batch, b64[0] if b64.shape[0] == 1 else b64, n_sys, batched=True)
-        shift, wrapped, volume, heights, boxes = cells.shift, cells.wrapped, cells.volume, cells.heights, cells.boxes
+        b64 = box.detach().to(f64).reshape(-1, 3, 3)[:n_sys] if box.dim() == 3 else box.detach().to(f64)[None]
+        _, volume, heights = cell_geometry(b64.expand(n_sys, 3, 3))
         nb = _cap_bins(torch.floor(heights / cs).clamp(min=1), per_sys)
         reach = torch.ceil(cs * nb / heights)
-        u = cells.frac * nb.index_select(0, batch)
     offsets = int((2 * reach + 1).prod(dim=1).max())
     if offsets > _MAX_BIN_OFFSETS:
         raise ValueError(
             f"box is too thin for the cutoff {cu:g}: the search would visit {offsets} periodic "
             f"images of the cell (more than {_MAX_BIN_OFFSETS})"
         )
-
-    nb_i = nb.to(i64)
-    binc = bin_coords(u, nb, batch)
-    binned = sort_into_bins(binc, nb_i, batch)
-    order = binned.order
-
+    bins_per_sys = nb.to(i64).prod(dim=1)
     # Capacity: expected neighbours at the system's mean density (an open system has at most
     # its atom count - 1).
     expected = per_sys / volume * (4.0 / 3.0 * math.pi * cu**3) * _CAPACITY_MARGIN
     if box is None:
-        expected = torch.minimum(expected, (per_sys - 1).to(f64))
+        expected = torch.minimum(expected, per_sys - 1)
     kdt = pos.dtype if pos.dtype == f64 else torch.float32
-    return _Bins(
-        pos=_pad4(wrapped.index_select(0, order).to(kdt)),
-        atom=order.to(i32),
-        bin=binc.index_select(0, order).contiguous(),
-        shift=_pad4(shift.index_select(0, order).to(i32)),
-        sys=batch.index_select(0, order).to(i32),
-        nbins=nb_i.contiguous(),
-        reach=reach.to(i64).contiguous(),
-        base=binned.base.contiguous(),
-        box=_pad4(boxes.to(kdt)),
-        bin_start=bin_starts(binned.key, binned.n_bins),
-        capacity=_round16(float(expected.max())),
+    return SearchPlan(
+        n_atoms=pos.shape[0], n_systems=n_sys, periodic=box is not None, shared_box=box is not None and box.dim() == 2,
+        cutoff_upper=cu, cutoff_lower=cl, capacity=capacity or _round16(float(expected.max())),
+        n_bins=int(bins_per_sys.sum()), batch=batch, nbins=nb, nbins_int=nb.to(i64).contiguous(), reach=reach.to(i64).contiguous(),
+        base=(torch.cumsum(bins_per_sys, 0) - bins_per_sys).contiguous(), origin=origin, width=width,
+        open_box=torch.zeros(n_sys, 3, 4, dtype=kdt, device=device),
+        cut=torch.tensor([cu * cu, cl * cl], dtype=kdt, device=device),
     )
+
+
+def planned_bins(plan: SearchPlan, pos: Tensor, box: Tensor | None) -> tuple[Bins, Tensor, Tensor]:
+    """The kernel's bin-sorted inputs for ``pos`` (and ``box``) on the plan's grid, and the
+    STALE and DRIFT flags (0-d bool; :func:`planned_search`); no host sync."""
+    f64 = torch.float64
+    batch = plan.batch
+    p = pos.to(f64)
+    nb_atom = plan.nbins.index_select(0, batch)
+    cs = plan.cutoff_upper * (1 + 1e-6)
+    if plan.periodic:
+        b64 = box.to(f64).reshape(3, 3) if plan.shared_box else box.to(f64)[: plan.n_systems]
+        # every atom's cell applied by a batched product, even for a shared box
+        cells = cell_frame(p, batch, b64, plan.n_systems, batched=True)
+        u = cells.frac * nb_atom
+        shift, wrapped, boxes = cells.shift, cells.wrapped, cells.boxes
+        # the bins must stay at least a cutoff wide for the planned reach
+        stale = (cs * plan.nbins > plan.reach * cells.heights).any()
+        drift = torch.zeros((), dtype=torch.bool, device=pos.device)
+    else:
+        u = (p - plan.origin.index_select(0, batch)) / plan.width.index_select(0, batch)
+        shift, wrapped, boxes = torch.zeros_like(p, dtype=torch.long), p, None
+        stale = torch.zeros((), dtype=torch.bool, device=pos.device)
+        drift = ((u < 0) | (u >= nb_atom)).any()
+    binc = bin_coords(u, plan.nbins, batch)
+    binned = sort_into_bins(binc, plan.nbins_int, batch, plan.n_bins)
+    order = binned.order
+    kdt = plan.open_box.dtype
+    bins = Bins(
+        pos=_pad4(wrapped.index_select(0, order).to(kdt)),
+        atom=order.to(torch.int32),
+        bin=binc.index_select(0, order).contiguous(),
+        shift=_pad4(shift.index_select(0, order).to(torch.int32)),
+        sys=batch.index_select(0, order).to(torch.int32),
+        box=plan.open_box if boxes is None else _pad4(boxes.to(kdt)),
+        bin_start=bin_starts(binned.key, plan.n_bins),
+    )
+    return bins, stale, drift
 
 
 def _cap_bins(nb: Tensor, atoms: Tensor) -> Tensor:

@@ -33,7 +33,8 @@ from ...kernels.common.radial_table import KernelTable, kernel_table
 from ...kernels.tensornet.embedding_messages import DistanceProjection, embedding_messages
 from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_messages
 from ...kernels.tensornet.interaction_update import message_products, residual_update
-from ...kernels.common.neighbor_search import neighbor_table, table_vectors
+from ...kernels.common.neighbor_search import table_vectors
+from ...kernels.common.search_plan import PlannedTableSearch
 from ..common.activations import kernel_code
 from ...kernels.common.interpreter import check_triton_device
 from ..common.radial import ExpNormalSmearing
@@ -91,8 +92,8 @@ class TritonTensorNet(TensorNet):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        self.neighbor_capacity: Optional[int] = None
-        self.table_search = neighbor_table  # a fastnnp.neighbors.reuse cache may replace it
+        # plans once per topology, then searches with no host sync; a fastnnp.neighbors.reuse cache may replace it
+        self.table_search = PlannedTableSearch()
         for layer in (self.tensor_embedding, *self.layers):
             kernel_code(layer.act)
 
@@ -114,9 +115,8 @@ class TritonTensorNet(TensorNet):
             )
         table = self.table_search(
             pos.detach(), batch, self.cutoff_upper, self.cutoff_lower,
-            box=None if box is None else box.detach(), capacity=self.neighbor_capacity,
+            box=None if box is None else box.detach(),
         )
-        self.neighbor_capacity = table.neighbors.shape[1]
         vec = table_vectors(table, pos, batch, box)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
         charge_factor = 1 + 0.1 * atom_charge

@@ -118,8 +118,8 @@ def test_sparse_systems_coarse_bins():
     pos[3] = torch.tensor([0.2, 15.0, 15.0])
     pos[7] = torch.tensor([29.5, 15.5, 14.5])  # a pair across the periodic boundary
     for box in (None, torch.diag(torch.full((3,), 30.0))):
-        bins = ns._bin_atoms(pos, one_system(8), box, 3.0)
-        assert int(bins.nbins.prod()) <= 16
+        plan = ns.plan_search(pos, one_system(8), 3.0, 0.0, box)
+        assert int(plan.nbins.prod()) <= 16
         check(pos, one_system(8), 3.0, box=box)
 
 
@@ -145,7 +145,7 @@ def test_orthorhombic_box():
     table = check(pos, one_system(24), 3.2, box=torch.diag(edges))
     # the capacity estimate (a multiple of 16) sufficed here and is not wasteful
     k = table.neighbors.shape[1]
-    assert k == ns._bin_atoms(pos, one_system(24), torch.diag(edges), 3.2).capacity
+    assert k == ns.plan_search(pos, one_system(24), 3.2, 0.0, torch.diag(edges)).capacity
     assert k % 16 == 0 and k < 2 * int(table.counts.max()) + 16
 
 
@@ -158,7 +158,7 @@ def test_bins_hold_the_batched_cell_frame(per_system):
     batch = torch.repeat_interleave(torch.arange(2), torch.tensor([14, 10]))
     box = boxes if per_system else boxes[0]
     pos = torch.cat([inside(gen, 14, boxes[0]), inside(gen, 10, boxes[int(per_system)])]) - 3.0
-    bins = ns._bin_atoms(pos, batch, box, 3.0)
+    bins, _, _ = ns.planned_bins(ns.plan_search(pos, batch, 3.0, 0.0, box), pos, box)
     frame = cell_frame(pos, batch, box, 2, batched=True)
     order = bins.atom.long()
     assert torch.equal(bins.pos[:, :3], frame.wrapped[order]) and not bool(bins.pos[:, 3].any())
@@ -247,10 +247,11 @@ def test_overflow_grows_capacity():
     ],
 )
 def test_bad_input(kwargs, match, monkeypatch):
-    def no_launch(*args, **kw):
-        raise AssertionError("the kernel must not be launched for bad input")
+    class NoLaunch:
+        def __getitem__(self, grid):
+            raise AssertionError("the kernel must not be launched for bad input")
 
-    monkeypatch.setattr(ns, "_search", no_launch)
+    monkeypatch.setattr(ns, "_neighbor_kernel", NoLaunch())
     args = {"pos": torch.rand(4, 3), "batch": one_system(4), "cutoff_upper": 3.0, "cutoff_lower": 0.0}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):

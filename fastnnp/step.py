@@ -1,0 +1,96 @@
+"""One energy + forces step of a fixed topology with no host round trip.
+
+``step = EnergyStep(model, z, pos, batch, box, q)`` validates the topology once (atomic
+numbers, systems, charges, the cell's shape; host syncs allowed). Then ``step(pos, box)``
+computes energy, forces, per-atom energies (where the model has them) and, with a box, the
+stress with no device→host sync: only shape, dtype and device are checked on the host;
+non-finite positions or cell entries, a neighbour table that overflowed and a search grid the
+cell outgrew are flagged in a 0-d int32 ``status`` on the device
+(:class:`fastnnp.status.StepStatus`). Such a call can be captured in a CUDA graph.
+``step.run(pos, box)`` reads the status after the step (one sync), raises for non-finite
+input, and where the results are incomplete replans the searches and computes the step again:
+results are never truncated or wrong.
+"""
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .derivatives import EnergyDerivatives, strained_derivatives
+from .models.potential import NeuralPotential
+from .status import StepStatus
+from .validation import check_inputs
+
+
+class StepResult(NamedTuple):
+    """:class:`~fastnnp.derivatives.EnergyDerivatives` of one step and its device ``status``."""
+
+    derivatives: EnergyDerivatives
+    status: Tensor
+
+
+class EnergyStep:
+    """Sync-free energy and derivatives of ``model`` for the topology ``z`` [N], ``batch`` [N]
+    (default one system), ``q`` [n_systems] and the shape of ``box`` (module docstring).
+    ``pos`` [N, 3] (and ``box``) are a first configuration, validated like every model input."""
+
+    def __init__(
+        self,
+        model: NeuralPotential,
+        z: Tensor,
+        pos: Tensor,
+        batch: Optional[Tensor] = None,
+        box: Optional[Tensor] = None,
+        q: Optional[Tensor] = None,
+    ):
+        self.model = model
+        self.z, self.batch, self.q, self.n_systems = model._checked(z, pos, batch, box, q)
+        self.atoms_per_system = (
+            torch.bincount(self.batch, minlength=self.n_systems) if model.has_atom_energies else None
+        )
+        self.pos_meta = (pos.shape, pos.dtype, pos.device)
+        self.box_shape = None if box is None else box.shape
+
+    def __call__(self, pos: Tensor, box: Optional[Tensor] = None) -> StepResult:
+        """The step on ``pos`` [N, 3] (and ``box``, shaped as at construction): no host sync."""
+        self._check_shapes(pos, box)
+        model = self.model
+
+        def energy_terms(strained_pos: Tensor, strained_box: Optional[Tensor]):
+            return model.checked_energy_terms(
+                self.z, strained_pos, self.batch, strained_box, self.q, self.n_systems, self.atoms_per_system
+            )
+
+        result = strained_derivatives(energy_terms, pos, self.batch, box)
+        finite = torch.isfinite(pos).all() if box is None else torch.isfinite(pos).all() & torch.isfinite(box).all()
+        status = (~finite).int() << 3  # StepStatus.NONFINITE
+        searched = model.search_status()
+        return StepResult(result, status if searched is None else status | searched)
+
+    def run(self, pos: Tensor, box: Optional[Tensor] = None) -> EnergyDerivatives:
+        """The step, its status read and acted on (module docstring)."""
+        for _ in range(3):
+            result, status = self(pos, box)
+            if self.settle(status, pos, box):
+                return result
+        raise RuntimeError("the step's neighbour search still overflowed after two replans")
+
+    def settle(self, status: Tensor, pos: Tensor, box: Optional[Tensor]) -> bool:
+        """Read ``status`` (one sync): raise ValueError naming the bad input where a position or
+        the cell is not finite; else :meth:`NeuralPotential.settle` (True: the results stand)."""
+        if StepStatus(int(status)) & StepStatus.NONFINITE:
+            check_inputs(self.z, pos, self.batch, box, self.q, self.model.max_z, self.model.dtype)
+            raise ValueError("the positions or the box are not finite")  # check_inputs names which
+        return self.model.settle(status)
+
+    def _check_shapes(self, pos: Tensor, box: Optional[Tensor]) -> None:
+        if (pos.shape, pos.dtype, pos.device) != self.pos_meta:
+            raise ValueError(
+                f"pos must keep the step's shape, dtype and device {self.pos_meta}, got "
+                f"{(pos.shape, pos.dtype, pos.device)}; make a new EnergyStep for a new topology"
+            )
+        if (None if box is None else box.shape) != self.box_shape:
+            raise ValueError(
+                f"box must keep the step's shape {self.box_shape}, got {None if box is None else box.shape}"
+            )
