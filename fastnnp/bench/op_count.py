@@ -2,7 +2,7 @@
 
 :class:`OpCounter` is a ``TorchDispatchMode``: every aten op dispatched inside it is counted,
 with the bytes of its tensor inputs and outputs (the glue traffic a fused kernel would not
-have); ops issued from Triton's CPU interpreter while it runs a kernel are not counted (on a GPU
+have; views move nothing and fastnnp's own kernel ops are counted apart); ops issued from Triton's CPU interpreter while it runs a kernel are not counted (on a GPU
 a launch issues none). A sync is an op whose result the host must read from the device:
 :data:`SYNC_OPS` (``.item()``/``int()``/``bool()`` of a tensor, ``nonzero``, ``bincount``, ...).
 Counting works the same on CPU tensors, so the tests check "no syncs" without a GPU.
@@ -39,12 +39,17 @@ def _bytes(values) -> int:
 
 
 class OpCounter(TorchDispatchMode):
-    """``with OpCounter() as c: ...`` then ``c.ops`` (aten ops), ``c.syncs`` (their names, in
-    order), ``c.bytes`` (input + output tensor bytes of all counted ops), ``c.names`` (a Counter)."""
+    """``with OpCounter() as c: ...`` then ``c.ops`` (aten ops), ``c.names`` (a Counter of
+    them), ``c.syncs`` (the syncing ones' names, in order), ``c.bytes`` (input + output tensor
+    bytes of the aten ops that are not views: the glue's traffic), ``c.kernels`` (a Counter of
+    fastnnp's registered kernel ops, not in ``ops`` or ``bytes``) and ``c.inputs`` (the first
+    arguments each kernel op was called with: (args, kwargs))."""
 
     def __init__(self):
         super().__init__()
         self.names: Counter = Counter()
+        self.kernels: Counter = Counter()
+        self.inputs: dict = {}
         self.syncs: list[str] = []
         self.bytes = 0
 
@@ -54,12 +59,18 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if not _in_interpreter():
-            name = func.overloadpacket.__name__
-            self.names[name] += 1
+        if _in_interpreter():
+            return out
+        name = func.overloadpacket.__name__
+        if func.namespace == "fastnnp":
+            self.kernels[name] += 1
+            self.inputs.setdefault(name, (func, args, kwargs or {}))
+            return out
+        self.names[name] += 1
+        if not func.is_view:
             self.bytes += _bytes((args, kwargs)) + _bytes(out)
-            if name in SYNC_OPS:
-                self.syncs.append(name)
+        if name in SYNC_OPS:
+            self.syncs.append(name)
         return out
 
     def most_common(self, n: int = 20) -> Iterator[tuple[str, int]]:

@@ -25,10 +25,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .op_args import register_filter
+
 # The table kernels' float32 scalar arguments.
 TABLE_FLOAT_SCALARS = ("lower", "upper", "rate", "scale", "slope_scale")
 
 
+@register_filter
 class KernelTable(NamedTuple):
     """A radial table as the kernels take it: ``coefficients`` [K, 4, C] float32, its support
     [lower, upper], ``rate`` (0: uniform in d), t(d) = (d - lower) ``scale`` (rate 0) or

@@ -9,12 +9,14 @@ tensor, :class:`fastnnp.status.StepStatus` bits). Whoever calls the model reads 
 step (:meth:`fastnnp.models.potential.NeuralPotential.settle`) and, where it says so, calls
 :meth:`replan` and runs the step again: nothing is ever truncated.
 
-The ``batch`` tensor is compared by identity (and its in-place version counter), never by
-value, which would read it on the host: a new tensor with equal values plans again.
+The ``batch`` tensor is compared by identity (and, in eager calls, its in-place version
+counter), never by value, which would read it on the host: a new tensor with equal values
+plans again. Under ``torch.compile`` a plan made by an eager call is reused as it stands.
 """
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ...neighbors.checks import check_search_inputs
@@ -32,6 +34,7 @@ class PlannedTableSearch:
         self.builds = 0
         self._key = None
         self._batch: Optional[Tensor] = None
+        self._version = 0
         self._need: Optional[Tensor] = None  # the last search's largest neighbour count
         self._replan_capacity: Optional[int] = None
 
@@ -44,13 +47,14 @@ class PlannedTableSearch:
         box: Optional[Tensor] = None,
         capacity: Optional[int] = None,
     ) -> NeighborTable:
-        key = (pos.shape[0], pos.device, batch._version, None if box is None else box.shape[:-2],
-               float(cutoff_upper), float(cutoff_lower))
-        if self.plan is None or key != self._key or self._batch is not batch:
+        # (torch.compile traces a planned call: the version counter is not a constant there)
+        key = (pos.shape[0], pos.device, None if box is None else box.shape[:-2], float(cutoff_upper), float(cutoff_lower))
+        changed = self._batch is not batch or (not torch.compiler.is_compiling() and batch._version != self._version)
+        if self.plan is None or key != self._key or changed:
             pos_c, batch_c, box_c, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
             width = max(capacity or 0, self._replan_capacity or 0) or None
             self.plan = plan_search(pos_c, batch_c, cu, cl, box_c, width)
-            self._key, self._batch, self._replan_capacity = key, batch, None
+            self._key, self._batch, self._version, self._replan_capacity = key, batch, batch._version, None
             self.builds += 1
         table, self.status, self._need = planned_search(self.plan, pos, box)
         return table

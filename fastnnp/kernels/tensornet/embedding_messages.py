@@ -40,12 +40,14 @@ from ..common.edge_math import (
     tile_shape,
     gpu_tile_constexprs,
 )
+from ..common.op_args import pack, register_filter, unpack
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
 from .mlp_tiles import embedding_launch, split_launch
 from .table_tiles import table_compile_cases, table_launch
 
 
+@register_filter
 class DistanceProjection(NamedTuple):
     """The embedding's radial filter: basis, cutoffs and the stacked projections [3F, R], [3F]."""
 
@@ -307,27 +309,55 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
 
 
-class EmbeddingMessages(torch.autograd.Function):
-    """Differentiable in the edge vectors (atom-type terms and parameters are constants)."""
+@torch.library.custom_op("fastnnp::embedding_messages", mutates_args=())
+def _messages_op(
+    vec: Tensor, z_recv: Tensor, z_send: Tensor, neighbors: Tensor, counts: Tensor,
+    kind: str, tensors: list[Tensor], floats: list[float], ints: list[int], precision: str,
+) -> Tensor:
+    """Forward kernel; the filter packed by :func:`~fastnnp.kernels.common.op_args.pack`."""
+    n_rows, F = z_recv.shape
+    out = z_recv.new_empty(n_rows, 10, F)
+    kernel, grid, weights, scalars, meta = _launch(unpack(kind, tensors, floats, ints), neighbors, precision, False)
+    kernel[grid](vec, neighbors, counts, z_recv, z_send, out, *weights, *scalars, **meta)
+    return out
 
-    @staticmethod
-    def forward(ctx, vec, z_recv, z_send, neighbors, counts, radial, precision):
-        n_rows, F = z_recv.shape
-        out = z_recv.new_empty(n_rows, 10, F)
-        kernel, grid, weights, scalars, meta = _launch(radial, neighbors, precision, backward=False)
-        kernel[grid](vec, neighbors, counts, z_recv, z_send, out, *weights, *scalars, **meta)
-        ctx.save_for_backward(vec, z_recv, z_send, neighbors, counts)
-        ctx.radial, ctx.precision = radial, precision
-        return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        vec, z_recv, z_send, neighbors, counts = ctx.saved_tensors
-        grad_vec = torch.zeros_like(vec)
-        kernel, grid, weights, scalars, meta = _launch(ctx.radial, neighbors, ctx.precision, backward=True)
-        kernel[grid](vec, neighbors, counts, z_recv, z_send, grad.contiguous(), grad_vec, *weights, *scalars, **meta)
-        return grad_vec, None, None, None, None, None, None
+@_messages_op.register_fake
+def _(vec, z_recv, z_send, neighbors, counts, kind, tensors, floats, ints, precision):
+    return z_recv.new_empty(z_recv.shape[0], 10, z_recv.shape[1])
+
+
+@torch.library.custom_op("fastnnp::embedding_messages_backward", mutates_args=())
+def _messages_backward_op(
+    grad: Tensor, vec: Tensor, z_recv: Tensor, z_send: Tensor, neighbors: Tensor, counts: Tensor,
+    kind: str, tensors: list[Tensor], floats: list[float], ints: list[int], precision: str,
+) -> Tensor:
+    """Backward kernel: the gradient of the edge vectors."""
+    grad_vec = torch.zeros_like(vec)
+    kernel, grid, weights, scalars, meta = _launch(unpack(kind, tensors, floats, ints), neighbors, precision, True)
+    kernel[grid](vec, neighbors, counts, z_recv, z_send, grad.contiguous(), grad_vec, *weights, *scalars, **meta)
+    return grad_vec
+
+
+@_messages_backward_op.register_fake
+def _(grad, vec, z_recv, z_send, neighbors, counts, kind, tensors, floats, ints, precision):
+    return torch.empty_like(vec)
+
+
+def _setup_context(ctx, inputs, output):
+    vec, z_recv, z_send, neighbors, counts, kind, tensors, floats, ints, precision = inputs
+    ctx.save_for_backward(vec, z_recv, z_send, neighbors, counts, *tensors)
+    ctx.filter_args = (kind, floats, ints, precision)
+
+
+def _backward(ctx, grad):
+    vec, z_recv, z_send, neighbors, counts, *tensors = ctx.saved_tensors
+    kind, floats, ints, precision = ctx.filter_args
+    grad_vec = _messages_backward_op(grad, vec, z_recv, z_send, neighbors, counts, kind, tensors, floats, ints, precision)
+    return grad_vec, None, None, None, None, None, [None] * len(tensors), None, None, None
+
+
+_messages_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def embedding_messages(
@@ -340,10 +370,12 @@ def embedding_messages(
     receiver and sender, ``neighbors`` [N, K] int32, ``counts`` [N]; float32, contiguous.
     ``radial`` the embedding's filter: a :class:`DistanceProjection` (the projection kernels) or
     a :class:`~fastnnp.kernels.common.radial_table.KernelTable` of it (the table kernels).
+    Differentiable in ``vec`` (atom-type terms and parameters are constants); the registered
+    op ``torch.ops.fastnnp.embedding_messages``.
     """
-    return EmbeddingMessages.apply(
+    return _messages_op(
         vec.contiguous(), z_recv.detach().contiguous(), z_send.detach().contiguous(),
-        neighbors.contiguous(), counts.contiguous(), radial, precision,
+        neighbors.contiguous(), counts.contiguous(), *pack(radial), precision,
     )
 
 

@@ -51,12 +51,14 @@ from ..common.edge_math import (
     tile_shape,
     gpu_tile_constexprs,
 )
+from ..common.op_args import pack, register_filter, unpack
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
 from .mlp_tiles import interaction_launch, split_launch
 from .table_tiles import table_compile_cases, table_launch
 
 
+@register_filter
 class RadialMLP(NamedTuple):
     """A TensorNet interaction's radial filter: basis, cutoffs and three linear layers
     (weights as ``nn.Linear`` stores them, [out, in]) with an activation after each."""
@@ -328,28 +330,57 @@ def _launch(radial: Radial, neighbors: Tensor, precision: str, backward: bool):
     return kernel, (triton.cdiv(n_rows, rows),), weights, scalars, meta
 
 
-class InteractionMessages(torch.autograd.Function):
-    """Differentiable in the edge vectors and the features (the filter's parameters are constants)."""
+@torch.library.custom_op("fastnnp::interaction_messages", mutates_args=())
+def _messages_op(
+    vec: Tensor, features: Tensor, neighbors: Tensor, counts: Tensor,
+    kind: str, tensors: list[Tensor], floats: list[float], ints: list[int], precision: str,
+) -> Tensor:
+    """Forward kernel; the filter packed by :func:`~fastnnp.kernels.common.op_args.pack`."""
+    out = torch.empty_like(features)
+    kernel, grid, weights, scalars, meta = _launch(unpack(kind, tensors, floats, ints), neighbors, precision, False)
+    kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
+    return out
 
-    @staticmethod
-    def forward(ctx, vec, features, neighbors, counts, radial, precision):
-        out = torch.empty_like(features)
-        kernel, grid, weights, scalars, meta = _launch(radial, neighbors, precision, backward=False)
-        kernel[grid](vec, neighbors, counts, features, out, *weights, *scalars, **meta)
-        ctx.save_for_backward(vec, features, neighbors, counts)
-        ctx.radial, ctx.precision = radial, precision
-        return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        vec, features, neighbors, counts = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_features = torch.empty_like(features)
-        grad_vec = torch.zeros_like(vec)
-        kernel, grid, weights, scalars, meta = _launch(ctx.radial, neighbors, ctx.precision, backward=True)
-        kernel[grid](vec, neighbors, counts, features, grad, grad_features, grad_vec, *weights, *scalars, **meta)
-        return grad_vec, grad_features, None, None, None, None
+@_messages_op.register_fake
+def _(vec, features, neighbors, counts, kind, tensors, floats, ints, precision):
+    return torch.empty_like(features)
+
+
+@torch.library.custom_op("fastnnp::interaction_messages_backward", mutates_args=())
+def _messages_backward_op(
+    grad: Tensor, vec: Tensor, features: Tensor, neighbors: Tensor, counts: Tensor,
+    kind: str, tensors: list[Tensor], floats: list[float], ints: list[int], precision: str,
+) -> tuple[Tensor, Tensor]:
+    """Backward kernel: (gradient of the edge vectors, of the features)."""
+    grad_features = torch.empty_like(features)
+    grad_vec = torch.zeros_like(vec)
+    kernel, grid, weights, scalars, meta = _launch(unpack(kind, tensors, floats, ints), neighbors, precision, True)
+    kernel[grid](vec, neighbors, counts, features, grad.contiguous(), grad_features, grad_vec, *weights, *scalars, **meta)
+    return grad_vec, grad_features
+
+
+@_messages_backward_op.register_fake
+def _(grad, vec, features, neighbors, counts, kind, tensors, floats, ints, precision):
+    return torch.empty_like(vec), torch.empty_like(features)
+
+
+def _setup_context(ctx, inputs, output):
+    vec, features, neighbors, counts, kind, tensors, floats, ints, precision = inputs
+    ctx.save_for_backward(vec, features, neighbors, counts, *tensors)
+    ctx.filter_args = (kind, floats, ints, precision)
+
+
+def _backward(ctx, grad):
+    vec, features, neighbors, counts, *tensors = ctx.saved_tensors
+    kind, floats, ints, precision = ctx.filter_args
+    grad_vec, grad_features = _messages_backward_op(
+        grad, vec, features, neighbors, counts, kind, tensors, floats, ints, precision
+    )
+    return grad_vec, grad_features, None, None, None, [None] * len(tensors), None, None, None
+
+
+_messages_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def interaction_messages(
@@ -362,10 +393,12 @@ def interaction_messages(
     filter: a :class:`RadialMLP` (the MLP kernels) or a
     :class:`~fastnnp.kernels.common.radial_table.KernelTable` of it (the table kernels).
     ``precision`` is the MLP's ``tl.dot`` input precision: "ieee" (exact fp32) or "tf32"
-    (opt-in, faster on GPUs); the table kernels have no matmul and ignore it.
+    (opt-in, faster on GPUs); the table kernels have no matmul and ignore it. Differentiable in
+    ``vec`` and ``features`` (the filter's parameters are constants); the registered op
+    ``torch.ops.fastnnp.interaction_messages``.
     """
-    return InteractionMessages.apply(
-        vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), radial, precision
+    return _messages_op(
+        vec.contiguous(), features.contiguous(), neighbors.contiguous(), counts.contiguous(), *pack(radial), precision
     )
 
 

@@ -184,50 +184,91 @@ def _launch(n_atoms: int, F: int) -> tuple[tuple[int, int], dict]:
     return (triton.cdiv(n_atoms, block_atoms), triton.cdiv(F, BLOCK_CHANNELS)), {"BN": block_atoms, "BF": BLOCK_CHANNELS}
 
 
-class MessageProducts(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, messages, features, self_loop, charge_factor, o3):
-        n_atoms, _, F = messages.shape
-        out = torch.empty_like(messages)
-        grid, blocks = _launch(n_atoms, F)
-        _products_forward[grid](messages, features, self_loop, charge_factor, out, n_atoms, F, O3=o3, **blocks)
-        ctx.save_for_backward(messages, features, self_loop, charge_factor)
-        ctx.o3 = o3
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        messages, features, self_loop, charge_factor = ctx.saved_tensors
-        n_atoms, _, F = messages.shape
-        grad_messages, grad_features = torch.empty_like(messages), torch.empty_like(features)
-        grid, blocks = _launch(n_atoms, F)
-        _products_backward[grid](
-            messages, features, self_loop, charge_factor, grad.contiguous(), grad_messages, grad_features,
-            n_atoms, F, O3=ctx.o3, **blocks,
-        )
-        return grad_messages, grad_features, None, None, None
+@torch.library.custom_op("fastnnp::message_products", mutates_args=())
+def _products_op(messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, o3: bool) -> Tensor:
+    n_atoms, _, F = messages.shape
+    out = torch.empty_like(messages)
+    grid, blocks = _launch(n_atoms, F)
+    _products_forward[grid](messages, features, self_loop, charge_factor, out, n_atoms, F, O3=o3, **blocks)
+    return out
 
 
-class ResidualUpdate(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, X, components, charge_factor):
-        n_atoms, _, F = components.shape
-        out = torch.empty_like(X)
-        grid, blocks = _launch(n_atoms, F)
-        _residual_forward[grid](X, components, charge_factor, out, n_atoms, F, **blocks)
-        ctx.save_for_backward(components, charge_factor)
-        return out
+@_products_op.register_fake
+def _(messages, features, self_loop, charge_factor, o3):
+    return torch.empty_like(messages)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        components, charge_factor = ctx.saved_tensors
-        n_atoms, _, F = components.shape
-        grad_components = torch.empty_like(components)
-        grid, blocks = _launch(n_atoms, F)
-        _residual_backward[grid](components, charge_factor, grad.contiguous(), grad_components, n_atoms, F, **blocks)
-        return grad, grad_components, None
+
+@torch.library.custom_op("fastnnp::message_products_backward", mutates_args=())
+def _products_backward_op(
+    grad: Tensor, messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, o3: bool
+) -> tuple[Tensor, Tensor]:
+    n_atoms, _, F = messages.shape
+    grad_messages, grad_features = torch.empty_like(messages), torch.empty_like(features)
+    grid, blocks = _launch(n_atoms, F)
+    _products_backward[grid](
+        messages, features, self_loop, charge_factor, grad.contiguous(), grad_messages, grad_features,
+        n_atoms, F, O3=o3, **blocks,
+    )
+    return grad_messages, grad_features
+
+
+@_products_backward_op.register_fake
+def _(grad, messages, features, self_loop, charge_factor, o3):
+    return torch.empty_like(messages), torch.empty_like(features)
+
+
+def _products_setup(ctx, inputs, output):
+    messages, features, self_loop, charge_factor, o3 = inputs
+    ctx.save_for_backward(messages, features, self_loop, charge_factor)
+    ctx.o3 = o3
+
+
+def _products_grad(ctx, grad):
+    grad_messages, grad_features = _products_backward_op(grad, *ctx.saved_tensors, ctx.o3)
+    return grad_messages, grad_features, None, None, None
+
+
+_products_op.register_autograd(_products_grad, setup_context=_products_setup)
+
+
+@torch.library.custom_op("fastnnp::residual_update", mutates_args=())
+def _residual_op(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
+    n_atoms, _, F = components.shape
+    out = torch.empty_like(X)
+    grid, blocks = _launch(n_atoms, F)
+    _residual_forward[grid](X, components, charge_factor, out, n_atoms, F, **blocks)
+    return out
+
+
+@_residual_op.register_fake
+def _(X, components, charge_factor):
+    return torch.empty_like(X)
+
+
+@torch.library.custom_op("fastnnp::residual_update_backward", mutates_args=())
+def _residual_backward_op(grad: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
+    n_atoms, _, F = components.shape
+    grad_components = torch.empty_like(components)
+    grid, blocks = _launch(n_atoms, F)
+    _residual_backward[grid](components, charge_factor, grad.contiguous(), grad_components, n_atoms, F, **blocks)
+    return grad_components
+
+
+@_residual_backward_op.register_fake
+def _(grad, components, charge_factor):
+    return torch.empty_like(components)
+
+
+def _residual_setup(ctx, inputs, output):
+    _, components, charge_factor = inputs
+    ctx.save_for_backward(components, charge_factor)
+
+
+def _residual_grad(ctx, grad):
+    return grad, _residual_backward_op(grad, *ctx.saved_tensors), None
+
+
+_residual_op.register_autograd(_residual_grad, setup_context=_residual_setup)
 
 
 def message_products(messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str) -> Tensor:
@@ -235,16 +276,18 @@ def message_products(messages: Tensor, features: Tensor, self_loop: Tensor, char
 
     ``messages``, ``features`` [N, 10, F] (I, A vector, S six), ``self_loop`` [3, F] the layer's
     filter at distance 0, ``charge_factor`` [N], ``group`` "O(3)" or "SO(3)"; float32.
+    Differentiable in messages and features; the registered op ``torch.ops.fastnnp.message_products``.
     """
-    return MessageProducts.apply(
+    return _products_op(
         messages.contiguous(), features.contiguous(), self_loop.detach().contiguous(),
         charge_factor.detach().contiguous(), group == "O(3)",
     )
 
 
 def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
-    """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F]."""
-    return ResidualUpdate.apply(X.contiguous(), components.contiguous(), charge_factor.detach().contiguous())
+    """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F]
+    (differentiable in X and components; the registered op ``torch.ops.fastnnp.residual_update``)."""
+    return _residual_op(X.contiguous(), components.contiguous(), charge_factor.detach().contiguous())
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
