@@ -11,12 +11,12 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .derivatives import energy_derivatives
 from .ensemble import Ensemble
 from .loading import load_model
 from .models.potential import NeuralPotential
 from .neighbors.checks import singular_cells
 from .neighbors.reuse import use_verlet_skin
+from .step import EnergyStep, GraphedStep
 from .units import energy_factor, length_factor
 
 PathLike = Union[str, os.PathLike]
@@ -32,6 +32,11 @@ class FastNNPCalculator(Calculator):
     order xx yy zz yz xz xy, the strain derivative of the energy over the volume) for fully
     periodic cells; an ensemble adds ``energy_std`` and ``forces_std`` (and ``stress_std``),
     the spread over its members.
+
+    Each member runs a :class:`fastnnp.step.EnergyStep`: inputs validated once per topology
+    (atom count, numbers, charges, cell shape), then no host sync inside a call; on CUDA a
+    Triton member's step is replayed as a CUDA graph (:class:`fastnnp.step.GraphedStep`),
+    captured again when the topology changes or a search must replan.
 
     Args:
         model: a checkpoint path, a list of paths or a ``.zip`` of checkpoints (an ensemble),
@@ -75,6 +80,7 @@ class FastNNPCalculator(Calculator):
             use_verlet_skin(member, (_default_skin(member) if skin is None else skin) / self.length_factor)
         self.first_call_seconds: Optional[float] = None
         self._inputs_cache: Optional[tuple[tuple, tuple[Tensor, Tensor, Tensor]]] = None
+        self._steps: dict[int, tuple[tuple, Union[EnergyStep, GraphedStep]]] = {}
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's changes, plus ``"info"`` when ``atoms.info`` (e.g. the charge) changed."""
@@ -155,7 +161,7 @@ class FastNNPCalculator(Calculator):
             raise PropertyNotImplementedError(
                 "per-atom energies need a summed scalar head without post-reduction priors (ZBL, D2, Coulomb)"
             )
-        terms = energy_derivatives(member, z, pos, batch, box, q)
+        terms = self._step(member, z, pos, batch, box, q).run(pos, box)
         results = {
             "energy": terms.energy[:, 0] * self.energy_factor,
             "forces": terms.forces * (self.energy_factor / self.length_factor),
@@ -165,6 +171,18 @@ class FastNNPCalculator(Calculator):
         if want_energies:
             results["energies"] = terms.atom_energy * self.energy_factor
         return results
+
+    def _step(self, member: NeuralPotential, z, pos, batch, box, q) -> Union[EnergyStep, GraphedStep]:
+        """The member's step for this topology (the tensors of :meth:`_topology`, the cell's
+        shape): validated once, then sync-free; on CUDA a Triton member's step is a CUDA graph."""
+        key = (id(member), id(z), id(batch), id(q), None if box is None else box.shape)
+        cached = self._steps.get(id(member))
+        if cached is None or cached[0] != key:
+            step = EnergyStep(member, z, pos, batch, box, q)
+            if pos.device.type == "cuda" and member._planned_searches():
+                step = GraphedStep(step)
+            self._steps[id(member)] = cached = (key, step)
+        return cached[1]
 
     def _topology(self, numbers: list[np.ndarray], charges: list[float]) -> tuple[Tensor, Tensor, Tensor]:
         """Atomic numbers [N], system index [N] and total charges [S] on the model's device,

@@ -9,7 +9,8 @@ cell outgrew are flagged in a 0-d int32 ``status`` on the device
 (:class:`fastnnp.status.StepStatus`). Such a call can be captured in a CUDA graph.
 ``step.run(pos, box)`` reads the status after the step (one sync), raises for non-finite
 input, and where the results are incomplete replans the searches and computes the step again:
-results are never truncated or wrong.
+results are never truncated or wrong. :class:`GraphedStep` replays a step as a CUDA graph
+(what :class:`fastnnp.FastNNPCalculator` and the benchmark's ``fastnnp-triton-graph`` row use).
 """
 
 from typing import NamedTuple, Optional
@@ -94,3 +95,52 @@ class EnergyStep:
             raise ValueError(
                 f"box must keep the step's shape {self.box_shape}, got {None if box is None else box.shape}"
             )
+
+
+class GraphedStep:
+    """An :class:`EnergyStep` replayed as a CUDA graph (CUDA devices only).
+
+    The first :meth:`run` warms the step up on a side stream (planning its searches), then
+    captures one call on static copies of ``pos`` and ``box``; later runs copy the new
+    positions (and cell) in, replay, and settle the captured status. A status that is not 0
+    (a replan: table widths, grids) drops the graph: that call's results come from an eager
+    :meth:`EnergyStep.run` and the next run captures again. The returned tensors are the
+    graph's own buffers, overwritten by the next replay: copy what you keep.
+    """
+
+    def __init__(self, step: EnergyStep, warmup: int = 3):
+        if step.pos_meta[2].type != "cuda":
+            raise ValueError(f"a CUDA graph needs a CUDA device, got {step.pos_meta[2]}")
+        self.step = step
+        self.warmup = warmup
+        self.captures = 0
+        self._graph: Optional[torch.cuda.CUDAGraph] = None
+
+    def run(self, pos: Tensor, box: Optional[Tensor] = None) -> EnergyDerivatives:
+        if self._graph is None:
+            self._capture(pos, box)
+        with torch.no_grad():
+            self._pos.copy_(pos)
+            if box is not None:
+                self._box.copy_(box)
+        self._graph.replay()
+        result, status = self._output
+        if int(status) == 0:
+            return result
+        self._graph = None
+        return self.step.run(pos, box)
+
+    def _capture(self, pos: Tensor, box: Optional[Tensor]) -> None:
+        self._pos = pos.detach().clone()
+        self._box = None if box is None else box.detach().clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.step.run(self._pos, self._box)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._output = self.step(self._pos, self._box)
+        self._graph = graph
+        self.captures += 1

@@ -10,7 +10,7 @@ import fastnnp
 from fastnnp.bench.op_count import OpCounter
 from fastnnp.kernels.common.search_plan import PlannedTableSearch
 from fastnnp.status import StepStatus
-from fastnnp.step import EnergyStep
+from fastnnp.step import EnergyStep, GraphedStep
 from fastnnp.systems import water_box
 
 
@@ -142,3 +142,9 @@ def test_reference_backend_gives_the_same_derivatives(data_dir):
     for got, want in zip(result, expected):
         if want is not None:
             torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_graphed_step_needs_cuda(triton_model):
+    z, pos, batch, box = _open_molecule()
+    with pytest.raises(ValueError, match="CUDA graph needs a CUDA device"):
+        GraphedStep(EnergyStep(triton_model, z, pos, batch, box))

@@ -50,7 +50,7 @@ def prepare(backend: str, checkpoint: str, inputs: Inputs, dtype: torch.dtype, s
 
         model = load_model(checkpoint, device=inputs.pos.device, dtype=dtype, **FASTNNP[backend])
         if backend == "fastnnp-triton-graph":
-            return graph_step(model, inputs, warmup=5)
+            return fastnnp_graph_step(model, inputs)
         if backend == "fastnnp-triton-compile":
             return eager_step(torch.compile(model, dynamic=False), inputs)
         return eager_step(model, inputs)
@@ -65,6 +65,20 @@ def prepare(backend: str, checkpoint: str, inputs: Inputs, dtype: torch.dtype, s
 
 def eager_step(model: torch.nn.Module, inputs: Inputs) -> Step:
     return lambda: model(inputs.z, inputs.pos, inputs.batch, box=inputs.box)
+
+
+def fastnnp_graph_step(model: torch.nn.Module, inputs: Inputs) -> Step:
+    """The calculator's CUDA-graph step (:class:`fastnnp.step.GraphedStep`): validated once,
+    captured after a warm-up, each call copies the positions in and replays."""
+    from ..step import EnergyStep, GraphedStep
+
+    graphed = GraphedStep(EnergyStep(model, inputs.z, inputs.pos, inputs.batch, inputs.box))
+
+    def step():
+        result = graphed.run(inputs.pos, inputs.box)
+        return result.energy, result.forces
+
+    return step
 
 
 def graph_step(model: torch.nn.Module, inputs: Inputs, warmup: int) -> Step:
