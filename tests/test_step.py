@@ -42,9 +42,11 @@ def _batch():
 SYSTEMS = {"open": _open_molecule, "triclinic": _triclinic_box, "batch": _batch}
 
 
-def _fresh(model, z, pos, batch, box):
-    """energy, forces of a plain model call (inputs checked, searched from scratch)."""
-    return model(z, pos, batch, box=box)
+def _assert_fresh(model, result, z, pos, batch, box):
+    """``result`` equals a plain model call (inputs checked, searched from scratch)."""
+    energy, forces = model(z, pos, batch, box=box)
+    torch.testing.assert_close(result.energy, energy, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(result.forces, forces, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("system", sorted(SYSTEMS))
@@ -57,9 +59,7 @@ def test_steady_state_step_makes_no_sync(triton_model, system):
         result, status = step(moved, box)
     assert counter.syncs == [] and counter.ops > 0
     assert int(status) == 0
-    energy, forces = _fresh(triton_model, z, moved, batch, box)
-    torch.testing.assert_close(result.energy, energy, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(result.forces, forces, rtol=1e-5, atol=1e-5)
+    _assert_fresh(triton_model, result, z, moved, batch, box)
 
 
 def _search(model) -> PlannedTableSearch:
@@ -78,9 +78,7 @@ def test_overflow_is_recomputed_to_the_fresh_result(triton_model, system):
     assert StepStatus(int(status)) & StepStatus.OVERFLOW
     result = step.run(pos, box)
     assert search.plan.capacity > 2 and int(step(pos, box).status) == 0
-    energy, forces = _fresh(triton_model, z, pos, batch, box)
-    torch.testing.assert_close(result.energy, energy, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(result.forces, forces, rtol=1e-5, atol=1e-5)
+    _assert_fresh(triton_model, result, z, pos, batch, box)
 
 
 def test_shrunk_cell_is_flagged_stale_and_recomputed(triton_model):
@@ -91,9 +89,7 @@ def test_shrunk_cell_is_flagged_stale_and_recomputed(triton_model):
     small_pos, small_box = 0.55 * pos, 0.55 * box
     assert StepStatus(int(step(small_pos, small_box).status)) & StepStatus.STALE
     result = step.run(small_pos, small_box)
-    energy, forces = _fresh(triton_model, z, small_pos, batch, small_box)
-    torch.testing.assert_close(result.energy, energy, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(result.forces, forces, rtol=1e-5, atol=1e-5)
+    _assert_fresh(triton_model, result, z, small_pos, batch, small_box)
 
 
 def test_drift_out_of_the_grid_stays_right_and_replans(triton_model):
@@ -105,9 +101,7 @@ def test_drift_out_of_the_grid_stays_right_and_replans(triton_model):
     stretched = pos * torch.tensor([1.0, 1.0, 4.0]) + 30.0  # every atom outside the planned grid
     result, status = step(stretched, box)
     assert StepStatus(int(status)) == StepStatus.DRIFT
-    energy, forces = _fresh(triton_model, z, stretched, batch, box)
-    torch.testing.assert_close(result.energy, energy, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(result.forces, forces, rtol=1e-5, atol=1e-5)
+    _assert_fresh(triton_model, result, z, stretched, batch, box)
     builds = search.builds
     step.run(stretched, box)
     assert search.builds == builds + 1 and int(step(stretched, box).status) == 0
