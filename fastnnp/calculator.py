@@ -175,7 +175,7 @@ class FastNNPCalculator(Calculator):
     def _step(self, member: NeuralPotential, z, pos, batch, box, q) -> Union[EnergyStep, GraphedStep]:
         """The member's step for this topology (the tensors of :meth:`_topology`, the cell's
         shape): validated once, then sync-free; on CUDA a Triton member's step is a CUDA graph."""
-        key = (id(member), id(z), id(batch), id(q), None if box is None else box.shape)
+        key = (id(z), id(batch), id(q), None if box is None else box.shape)
         cached = self._steps.get(id(member))
         if cached is None or cached[0] != key:
             step = EnergyStep(member, z, pos, batch, box, q)

@@ -2,6 +2,8 @@
 
 from enum import IntFlag
 
+from torch import Tensor
+
 
 class StepStatus(IntFlag):
     """Bits of a step's 0-d int32 status tensor."""
@@ -15,3 +17,12 @@ class StepStatus(IntFlag):
     def recompute(self) -> bool:
         """Whether the step's results are incomplete and must be computed again after a replan."""
         return bool(self & (StepStatus.OVERFLOW | StepStatus.STALE))
+
+
+def status_tensor(flags: dict[StepStatus, Tensor]) -> Tensor:
+    """A 0-d int32 device status from 0-d bool tensors, one per bit: no host sync."""
+    status = None
+    for bit, flag in flags.items():
+        term = flag.int() * int(bit)
+        status = term if status is None else status | term
+    return status

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .derivatives import EnergyDerivatives, strained_derivatives
 from .models.potential import NeuralPotential
-from .status import StepStatus
+from .status import StepStatus, status_tensor
 from .validation import check_inputs
 
 
@@ -65,17 +65,13 @@ class EnergyStep:
 
         result = strained_derivatives(energy_terms, pos, self.batch, box)
         finite = torch.isfinite(pos).all() if box is None else torch.isfinite(pos).all() & torch.isfinite(box).all()
-        status = (~finite).int() << 3  # StepStatus.NONFINITE
+        status = status_tensor({StepStatus.NONFINITE: ~finite})
         searched = model.search_status()
         return StepResult(result, status if searched is None else status | searched)
 
     def run(self, pos: Tensor, box: Optional[Tensor] = None) -> EnergyDerivatives:
         """The step, its status read and acted on (module docstring)."""
-        for _ in range(3):
-            result, status = self(pos, box)
-            if self.settle(status, pos, box):
-                return result
-        raise RuntimeError("the step's neighbour search still overflowed after two replans")
+        return self.model.settled(lambda: self(pos, box), lambda result: self.settle(result.status, pos, box)).derivatives
 
     def settle(self, status: Tensor, pos: Tensor, box: Optional[Tensor]) -> bool:
         """Read ``status`` (one sync): raise ValueError naming the bad input where a position or

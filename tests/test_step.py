@@ -142,3 +142,14 @@ def test_graphed_step_needs_cuda(triton_model):
     z, pos, batch, box = _open_molecule()
     with pytest.raises(ValueError, match="CUDA graph needs a CUDA device"):
         GraphedStep(EnergyStep(triton_model, z, pos, batch, box))
+
+
+def test_planned_search_honours_a_wider_capacity():
+    """A capacity above the plan's table width plans again at least that wide (never ignored)."""
+    z, pos, batch, box = _triclinic_box()
+    search = PlannedTableSearch()
+    batch = torch.zeros_like(z)
+    narrow = search(pos, batch, 4.5, box=box)
+    wide = search(pos, batch, 4.5, box=box, capacity=narrow.neighbors.shape[1] + 16)
+    assert wide.neighbors.shape[1] == narrow.neighbors.shape[1] + 16 and search.builds == 2
+    assert torch.equal(wide.counts, narrow.counts)

@@ -104,13 +104,14 @@ class NeuralPotential(nn.Module):
                 hook.replan(flags)
         return not flags.recompute
 
-    def settled(self, compute: Callable[[], T]) -> T:
-        """``compute()`` run until its neighbour searches' status lets it stand (:meth:`settle`):
-        once, or again after a replan. Each replan gives the searches room for what they found,
-        so a second run stands; more than :data:`MAX_REPLANS` is an error, never a wrong result."""
+    def settled(self, compute: Callable[[], T], settle: Optional[Callable[[T], bool]] = None) -> T:
+        """``compute()`` run until ``settle(result)`` lets it stand (default: :meth:`settle` of
+        the searches' status): once, or again after a replan. Each replan gives the searches room
+        for what they found, so a second run stands; more than :data:`MAX_REPLANS` is an error,
+        never a wrong result."""
         for _ in range(MAX_REPLANS + 1):
             result = compute()
-            if self.settle(self.search_status()):
+            if self.settle(self.search_status()) if settle is None else settle(result):
                 return result
         raise RuntimeError(f"the neighbour search still overflowed after {MAX_REPLANS} replans")
 

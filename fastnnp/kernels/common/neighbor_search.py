@@ -61,6 +61,7 @@ from torch import Tensor
 from ...neighbors.cells import bin_coords, bin_starts, cell_frame, cell_geometry, sort_into_bins
 from ...neighbors.checks import check_search_inputs
 from ...neighbors.table import NeighborTable, table_vectors
+from ...status import StepStatus, status_tensor
 from .compile_case import CompileCase
 
 __all__ = ["NeighborTable", "SearchPlan", "neighbor_table", "plan_search", "planned_search", "table_vectors"]
@@ -280,15 +281,14 @@ def planned_search(plan: SearchPlan, pos: Tensor, box: Tensor | None) -> tuple[N
     for OVERFLOW or STALE. Inputs are not checked here: the plan's were."""
     with torch.no_grad():
         bins, stale, drift = planned_bins(plan, pos.detach(), None if box is None else box.detach())
-        table = _empty_table(plan.n_atoms, plan.capacity, pos.device)
         neighbors, images, counts = torch.ops.fastnnp.neighbor_search(
             bins.pos, bins.atom, bins.bin, bins.shift, bins.sys, plan.nbins_int, plan.reach, plan.base,
             bins.box, bins.bin_start, plan.cut, plan.capacity, plan.periodic,
         )
         need = counts.max()
-        status = (need > plan.capacity).int() | (stale.int() << 1) | (drift.int() << 2)
+        status = status_tensor({StepStatus.OVERFLOW: need > plan.capacity, StepStatus.STALE: stale, StepStatus.DRIFT: drift})
         # an overflowed row lists K neighbours: the consumers never read past the table
-        counts = torch.minimum(counts, torch.full_like(counts, plan.capacity))
+        counts = counts.clamp(max=plan.capacity)
     return NeighborTable(neighbors, images, counts), status, need
 
 
@@ -371,7 +371,8 @@ def plan_search(
             f"box is too thin for the cutoff {cu:g}: the search would visit {offsets} periodic "
             f"images of the cell (more than {_MAX_BIN_OFFSETS})"
         )
-    bins_per_sys = nb.to(i64).prod(dim=1)
+    nb_int = nb.to(i64).contiguous()
+    bins_per_sys = nb_int.prod(dim=1)
     # Capacity: expected neighbours at the system's mean density (an open system has at most
     # its atom count - 1).
     expected = per_sys / volume * (4.0 / 3.0 * math.pi * cu**3) * _CAPACITY_MARGIN
@@ -381,7 +382,7 @@ def plan_search(
     return SearchPlan(
         n_atoms=pos.shape[0], n_systems=n_sys, periodic=box is not None, shared_box=box is not None and box.dim() == 2,
         cutoff_upper=cu, cutoff_lower=cl, capacity=capacity or _round16(float(expected.max())),
-        n_bins=int(bins_per_sys.sum()), batch=batch, nbins=nb, nbins_int=nb.to(i64).contiguous(), reach=reach.to(i64).contiguous(),
+        n_bins=int(bins_per_sys.sum()), batch=batch, nbins=nb, nbins_int=nb_int, reach=reach.to(i64).contiguous(),
         base=(torch.cumsum(bins_per_sys, 0) - bins_per_sys).contiguous(), origin=origin, width=width,
         open_box=torch.zeros(n_sys, 3, 4, dtype=kdt, device=device),
         cut=torch.tensor([cu * cu, cl * cl], dtype=kdt, device=device),

@@ -38,9 +38,10 @@ def pack(description: NamedTuple) -> Packed:
 
 def unpack(kind: str, tensors: list[Tensor], floats: list[float], ints: list[int]) -> NamedTuple:
     cls = FILTER_CLASSES[kind]
-    sources = {Tensor: iter(tensors), float: iter(floats), int: iter(ints), bool: iter(ints)}
+    sources = {Tensor: iter(tensors), float: iter(floats)}
+    integers = iter(ints)  # int and bool fields, in order
     values = {}
     for name, annotation in cls.__annotations__.items():
-        value = next(sources[annotation] if annotation in (Tensor, float) else sources[int])
+        value = next(sources.get(annotation, integers))
         values[name] = bool(value) if annotation is bool else value
     return cls(**values)

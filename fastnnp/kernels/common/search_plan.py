@@ -5,7 +5,8 @@ Triton representation's ``table_search`` (same arguments). Its first call for a 
 count, the ``batch`` tensor itself, the box's shape, the cutoffs) checks the inputs and plans
 (:func:`~.neighbor_search.plan_search`, host syncs); later calls with the same topology run
 :func:`~.neighbor_search.planned_search` only and leave its status in ``status`` (a device
-tensor, :class:`fastnnp.status.StepStatus` bits). Whoever calls the model reads it after the
+tensor, :class:`fastnnp.status.StepStatus` bits). A ``capacity`` makes the table at least
+that wide (a narrower plan plans again). Whoever calls the model reads it after the
 step (:meth:`fastnnp.models.potential.NeuralPotential.settle`) and, where it says so, calls
 :meth:`replan` and runs the step again: nothing is ever truncated.
 
@@ -50,7 +51,8 @@ class PlannedTableSearch:
         # (torch.compile traces a planned call: the version counter is not a constant there)
         key = (pos.shape[0], pos.device, None if box is None else box.shape[:-2], float(cutoff_upper), float(cutoff_lower))
         changed = self._batch is not batch or (not torch.compiler.is_compiling() and batch._version != self._version)
-        if self.plan is None or key != self._key or changed:
+        narrow = capacity is not None and self.plan is not None and capacity > self.plan.capacity
+        if self.plan is None or key != self._key or changed or narrow:
             pos_c, batch_c, box_c, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
             width = max(capacity or 0, self._replan_capacity or 0) or None
             self.plan = plan_search(pos_c, batch_c, cu, cl, box_c, width)
