@@ -11,7 +11,8 @@ model's code for the same step, i.e. what ``backend="torch"`` runs:
 * ``embedding_messages`` / ``interaction_messages``: the kernel on the neighbour table vs the
   model's chunked half-list message sums (``sum_pair_messages`` / ``spread``). Both start
   from the positions (the leaf in forward+backward) and build their edge vectors in the call.
-* ``message_products`` / ``residual_update``: vs the model's tensor arithmetic.
+* ``message_products`` / ``residual_update`` / ``channel_mix`` / ``normalized`` /
+  ``embedding_components`` / ``readout_invariants``: vs the model's tensor arithmetic.
 
 Before the first timing of a kernel on a system, the float32 kernel is checked against its
 torch reference (:mod:`fastnnp.kernels.tensornet.reference`) in float64 with the tests'
@@ -35,6 +36,8 @@ import torch
 from torch import Tensor
 
 from fastnnp.kernels.tensornet import reference as kernel_reference
+from fastnnp.kernels.tensornet.atom_tensors import embedding_components, normalized, readout_invariants
+from fastnnp.kernels.tensornet.channel_mix import channel_mix, mix_weights
 from fastnnp.kernels.tensornet.embedding_messages import embedding_messages
 from fastnnp.kernels.tensornet.interaction_messages import interaction_messages
 from fastnnp.kernels.tensornet.interaction_update import message_products, residual_update
@@ -262,7 +265,7 @@ def _products_case(system: "System", model: TensorNet) -> Case:
 def _residual_case(system: "System", model: TensorNet) -> Case:
     n, device = system.pos.shape[0], system.pos.device
     inputs = dict(
-        X=torch.randn(n, 3, 3, HIDDEN, device=device), components=torch.randn(n, 10, HIDDEN, device=device),
+        X=torch.randn(n, 10, HIDDEN, device=device), components=torch.randn(n, 10, HIDDEN, device=device),
         charge=1 + 0.1 * torch.randn(n, device=device),
     )
 
@@ -270,7 +273,7 @@ def _residual_case(system: "System", model: TensorNet) -> Case:
         return residual_update(X, components, charge)
 
     def reference(net, X, components, charge):
-        """Interaction.residual: X + dX + c dX dX."""
+        """Interaction.residual: X + dX + c dX dX, as components."""
         return kernel_reference.residual_update(X, components, charge)
 
     leaves = ("X", "components")
@@ -278,11 +281,55 @@ def _residual_case(system: "System", model: TensorNet) -> Case:
     return Case(kernel, reference, inputs, leaves, check)
 
 
+def _one_input_case(kernel: Callable[[Tensor], Tensor], reference: Callable[..., Tensor]) -> Callable[..., Case]:
+    """A per-atom kernel of one [N, 10, F] component array ``x``."""
+
+    def case(system: "System", model: TensorNet) -> Case:
+        inputs = dict(x=torch.randn(system.pos.shape[0], 10, HIDDEN, device=system.pos.device))
+        return Case(kernel, reference, inputs, ("x",), _per_atom_check(kernel, reference, inputs, ("x",), ("x",)))
+
+    return case
+
+
+def _channel_mix_case(system: "System", model: TensorNet) -> Case:
+    weights = mix_weights(model.layers[0].linears_tensor[:3])
+
+    def kernel(x):
+        return channel_mix(x, weights)
+
+    def reference(net, x):
+        """The input's three linears (Interaction.mix), on components."""
+        return kernel_reference.channel_mix(x, net.layers[0].linears_tensor[:3])
+
+    return _one_input_case(kernel, reference)(system, model)
+
+
+def _embedding_components_case(system: "System", model: TensorNet) -> Case:
+    n, device = system.pos.shape[0], system.pos.device
+    self_loop = model.tensor_embedding.distance_filter(model.distance_expansion, system.pos.new_zeros(1))[0, 0]
+    inputs = dict(messages=torch.randn(n, 10, HIDDEN, device=device), terms=torch.randn(n, HIDDEN, device=device),
+                  self_loop=self_loop)
+
+    def kernel(messages, terms, self_loop):
+        return embedding_components(messages, terms, self_loop)[0]
+
+    def reference(net, messages, terms, self_loop):
+        """TensorEmbedding.to_tensor's first tensor, as components."""
+        return kernel_reference.embedding_components(net.tensor_embedding, messages, terms, self_loop)[0]
+
+    check = _per_atom_check(kernel, reference, inputs, ("messages",), ("messages", "terms"))
+    return Case(kernel, reference, inputs, ("messages",), check)
+
+
 CASES = {
     "embedding_messages": _embedding_case,
     "interaction_messages": _interaction_case,
     "message_products": _products_case,
     "residual_update": _residual_case,
+    "channel_mix": _channel_mix_case,
+    "normalized": _one_input_case(normalized, lambda net, x: kernel_reference.normalized(x)),
+    "embedding_components": _embedding_components_case,
+    "readout_invariants": _one_input_case(readout_invariants, lambda net, x: kernel_reference.readout_invariants(x)),
 }
 
 

@@ -12,7 +12,8 @@ from fastnnp.step import EnergyStep
 OPS = (
     "neighbor_search", "embedding_messages", "embedding_messages_backward", "interaction_messages",
     "interaction_messages_backward", "message_products", "message_products_backward", "residual_update",
-    "residual_update_backward",
+    "residual_update_backward", "channel_mix", "normalized", "normalized_backward", "embedding_components",
+    "embedding_components_backward", "readout_invariants", "readout_invariants_backward",
 )
 
 

@@ -6,10 +6,11 @@ Two elementwise ops over (atom, channel), each one pass over memory forward and 
     m = M + L[component group] * T (the summed messages plus the self loop's),
     msg and Y = the 3x3 tensors of m and T, C = c (msg Y + Y msg) for O(3) or 2 Y msg for
     SO(3), P = decompose(C) / (|C|^2 + 1).
-``residual_update(X, D, c) -> X + dX + c dX dX`` [N, 3, 3, F], with dX = compose(D).
+``residual_update(X, D, c) -> X + dX + c dX dX`` [N, 10, F], with X, dX the tensors of the
+    components X, D and the result decomposed again.
 
 Between them the caller applies the three bias-free channel-mixing linears to the components
-of P as GEMMs. ``c`` [N] is the charge factor 1 + 0.1 q; the self-loop filter L [3, F] and the
+of P (:mod:`~fastnnp.kernels.tensornet.channel_mix`). ``c`` [N] is the charge factor 1 + 0.1 q; the self-loop filter L [3, F] and the
 charge factor are constants for autograd.
 """
 
@@ -19,38 +20,17 @@ import triton.language as tl
 from torch import Tensor
 
 from ..common.compile_case import CompileCase
-from ..common.interpreter import interpreting
+from .atom_blocks import atom_block, atom_launch, gpu_blocks
 from .components import (
     compose,
     compose_t,
     decompose,
     decompose_t,
     load_components,
-    load_matrix,
     matmul,
     squared_norm,
     store_components,
-    store_matrix,
 )
-
-# Atoms x channels per program; the interpreter gets larger blocks (fewer numpy calls).
-GPU_BLOCK_ATOMS = 4
-INTERPRETER_BLOCK_ATOMS = 64
-BLOCK_CHANNELS = 32
-
-
-def _block_atoms() -> int:
-    return INTERPRETER_BLOCK_ATOMS if interpreting() else GPU_BLOCK_ATOMS
-
-
-@triton.jit
-def _block(n_atoms, F, stride, BN: tl.constexpr, BF: tl.constexpr):
-    """Offsets (into an array with ``stride`` floats per atom) and mask of this program's block."""
-    atoms = (tl.program_id(0) * BN + tl.arange(0, BN)).to(tl.int64)
-    channels = tl.program_id(1) * BF + tl.arange(0, BF)
-    mask = (atoms[:, None] < n_atoms) & (channels[None, :] < F)
-    return atoms, channels, atoms[:, None] * stride + channels[None, :], mask
-
 
 @triton.jit
 def _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F):
@@ -89,7 +69,7 @@ def _transpose(x00, x01, x02, x10, x11, x12, x20, x21, x22):
 @triton.jit
 def _products_forward(m_ptr, t_ptr, loop_ptr, c_ptr, out_ptr, n_atoms, F,
                       O3: tl.constexpr, BN: tl.constexpr, BF: tl.constexpr):
-    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
+    atoms, channels, offsets, mask = atom_block(n_atoms, F, 10 * F, BN, BF)
     c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
     m, t, _ = _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F)
     C = _products(compose(*m), compose(*t), c, O3)
@@ -102,7 +82,7 @@ def _products_forward(m_ptr, t_ptr, loop_ptr, c_ptr, out_ptr, n_atoms, F,
 @triton.jit
 def _products_backward(m_ptr, t_ptr, loop_ptr, c_ptr, grad_ptr, grad_m_ptr, grad_t_ptr, n_atoms, F,
                        O3: tl.constexpr, BN: tl.constexpr, BF: tl.constexpr):
-    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
+    atoms, channels, offsets, mask = atom_block(n_atoms, F, 10 * F, BN, BF)
     c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
     m, t, loop = _messages_with_self_loop(m_ptr, t_ptr, loop_ptr, offsets, channels, mask, F)
     msg = compose(*m)
@@ -152,43 +132,37 @@ def _products_backward(m_ptr, t_ptr, loop_ptr, c_ptr, grad_ptr, grad_m_ptr, grad
 
 @triton.jit
 def _residual_forward(x_ptr, d_ptr, c_ptr, out_ptr, n_atoms, F, BN: tl.constexpr, BF: tl.constexpr):
-    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
-    x_offsets = atoms[:, None] * (9 * F) + channels[None, :]
+    atoms, channels, offsets, mask = atom_block(n_atoms, F, 10 * F, BN, BF)
     c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
     d = compose(*load_components(d_ptr, offsets, mask, F))
-    x = load_matrix(x_ptr, x_offsets, mask, F)
+    x = compose(*load_components(x_ptr, offsets, mask, F))
     dd = matmul(*d, *d)
-    store_matrix(out_ptr, x_offsets, mask, F, x[0] + d[0] + c * dd[0], x[1] + d[1] + c * dd[1],
-                 x[2] + d[2] + c * dd[2], x[3] + d[3] + c * dd[3], x[4] + d[4] + c * dd[4], x[5] + d[5] + c * dd[5],
-                 x[6] + d[6] + c * dd[6], x[7] + d[7] + c * dd[7], x[8] + d[8] + c * dd[8])
+    store_components(out_ptr, offsets, mask, F, *decompose(
+        x[0] + d[0] + c * dd[0], x[1] + d[1] + c * dd[1], x[2] + d[2] + c * dd[2], x[3] + d[3] + c * dd[3],
+        x[4] + d[4] + c * dd[4], x[5] + d[5] + c * dd[5], x[6] + d[6] + c * dd[6], x[7] + d[7] + c * dd[7],
+        x[8] + d[8] + c * dd[8]))
 
 
 @triton.jit
-def _residual_backward(d_ptr, c_ptr, grad_ptr, grad_d_ptr, n_atoms, F, BN: tl.constexpr, BF: tl.constexpr):
-    atoms, channels, offsets, mask = _block(n_atoms, F, 10 * F, BN, BF)
-    x_offsets = atoms[:, None] * (9 * F) + channels[None, :]
+def _residual_backward(d_ptr, c_ptr, grad_ptr, grad_x_ptr, grad_d_ptr, n_atoms, F, BN: tl.constexpr, BF: tl.constexpr):
+    atoms, channels, offsets, mask = atom_block(n_atoms, F, 10 * F, BN, BF)
     c = tl.load(c_ptr + atoms, mask=atoms < n_atoms, other=1.0)[:, None]
     d_t = _transpose(*compose(*load_components(d_ptr, offsets, mask, F)))
-    g = load_matrix(grad_ptr, x_offsets, mask, F)
+    g = decompose_t(*load_components(grad_ptr, offsets, mask, F))
     a = matmul(*g, *d_t)
     b = matmul(*d_t, *g)
+    store_components(grad_x_ptr, offsets, mask, F, *compose_t(*g))
     gd = compose_t(g[0] + c * (a[0] + b[0]), g[1] + c * (a[1] + b[1]), g[2] + c * (a[2] + b[2]),
                    g[3] + c * (a[3] + b[3]), g[4] + c * (a[4] + b[4]), g[5] + c * (a[5] + b[5]),
                    g[6] + c * (a[6] + b[6]), g[7] + c * (a[7] + b[7]), g[8] + c * (a[8] + b[8]))
     store_components(grad_d_ptr, offsets, mask, F, *gd)
 
 
-def _launch(n_atoms: int, F: int) -> tuple[tuple[int, int], dict]:
-    """Grid and block sizes of the per-atom kernels."""
-    block_atoms = _block_atoms()
-    return (triton.cdiv(n_atoms, block_atoms), triton.cdiv(F, BLOCK_CHANNELS)), {"BN": block_atoms, "BF": BLOCK_CHANNELS}
-
-
 @torch.library.custom_op("fastnnp::message_products", mutates_args=())
 def _products_op(messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, o3: bool) -> Tensor:
     n_atoms, _, F = messages.shape
     out = torch.empty_like(messages)
-    grid, blocks = _launch(n_atoms, F)
+    grid, blocks = atom_launch(n_atoms, F)
     _products_forward[grid](messages, features, self_loop, charge_factor, out, n_atoms, F, O3=o3, **blocks)
     return out
 
@@ -204,7 +178,7 @@ def _products_backward_op(
 ) -> tuple[Tensor, Tensor]:
     n_atoms, _, F = messages.shape
     grad_messages, grad_features = torch.empty_like(messages), torch.empty_like(features)
-    grid, blocks = _launch(n_atoms, F)
+    grid, blocks = atom_launch(n_atoms, F)
     _products_backward[grid](
         messages, features, self_loop, charge_factor, grad.contiguous(), grad_messages, grad_features,
         n_atoms, F, O3=o3, **blocks,
@@ -235,7 +209,7 @@ _products_op.register_autograd(_products_grad, setup_context=_products_setup)
 def _residual_op(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
     n_atoms, _, F = components.shape
     out = torch.empty_like(X)
-    grid, blocks = _launch(n_atoms, F)
+    grid, blocks = atom_launch(n_atoms, F)
     _residual_forward[grid](X, components, charge_factor, out, n_atoms, F, **blocks)
     return out
 
@@ -246,17 +220,17 @@ def _(X, components, charge_factor):
 
 
 @torch.library.custom_op("fastnnp::residual_update_backward", mutates_args=())
-def _residual_backward_op(grad: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
+def _residual_backward_op(grad: Tensor, components: Tensor, charge_factor: Tensor) -> tuple[Tensor, Tensor]:
     n_atoms, _, F = components.shape
-    grad_components = torch.empty_like(components)
-    grid, blocks = _launch(n_atoms, F)
-    _residual_backward[grid](components, charge_factor, grad.contiguous(), grad_components, n_atoms, F, **blocks)
-    return grad_components
+    grad_x, grad_components = torch.empty_like(components), torch.empty_like(components)
+    grid, blocks = atom_launch(n_atoms, F)
+    _residual_backward[grid](components, charge_factor, grad.contiguous(), grad_x, grad_components, n_atoms, F, **blocks)
+    return grad_x, grad_components
 
 
 @_residual_backward_op.register_fake
 def _(grad, components, charge_factor):
-    return torch.empty_like(components)
+    return torch.empty_like(components), torch.empty_like(components)
 
 
 def _residual_setup(ctx, inputs, output):
@@ -265,7 +239,8 @@ def _residual_setup(ctx, inputs, output):
 
 
 def _residual_grad(ctx, grad):
-    return grad, _residual_backward_op(grad, *ctx.saved_tensors), None
+    grad_x, grad_components = _residual_backward_op(grad, *ctx.saved_tensors)
+    return grad_x, grad_components, None
 
 
 _residual_op.register_autograd(_residual_grad, setup_context=_residual_setup)
@@ -285,13 +260,14 @@ def message_products(messages: Tensor, features: Tensor, self_loop: Tensor, char
 
 
 def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
-    """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F]
-    (differentiable in X and components; the registered op ``torch.ops.fastnnp.residual_update``)."""
+    """Components [N, 10, F] of X + dX + c dX dX, with X and dX the tensors of ``X`` and
+    ``components`` [N, 10, F] (differentiable in both; the registered op
+    ``torch.ops.fastnnp.residual_update``)."""
     return _residual_op(X.contiguous(), components.contiguous(), charge_factor.detach().contiguous())
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
     """The four kernels at the GPU block (:mod:`fastnnp.kernels.compile_check`)."""
-    block = dict(BN=GPU_BLOCK_ATOMS, BF=BLOCK_CHANNELS)
+    block = gpu_blocks()
     cases = [CompileCase(fn, dict(O3=True, **block)) for fn in (_products_forward, _products_backward)]
     return cases + [CompileCase(fn, block) for fn in (_residual_forward, _residual_backward)]

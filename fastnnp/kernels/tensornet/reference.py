@@ -8,7 +8,11 @@ weight tuples) and computes the kernel's output with the pure-torch model's publ
 * :func:`embedding_messages` - ``TensorEmbedding.pair_messages`` summed over the edges;
 * :func:`interaction_messages` - ``Interaction.distance_filter`` times the senders' features;
 * :func:`message_products` - ``Interaction.products`` as [N, 10, F] components;
-* :func:`residual_update` - ``Interaction.residual`` of the components' tensors;
+* :func:`residual_update` - ``Interaction.residual`` of the components' tensors, as components;
+* :func:`normalized`, :func:`channel_mix` - ``Interaction.mix`` on components;
+* :func:`embedding_components` - the first tensor ``TensorEmbedding.to_tensor`` forms, and its
+  squared norm (the input of ``TensorEmbedding.tensor_scales``);
+* :func:`readout_invariants` - ``TensorNet.invariants`` of components;
 * :func:`table_embedding_messages`, :func:`table_interaction_messages` - the table kernels'
   references: the same messages with the radial filter read from a
   :class:`~fastnnp.models.common.radial_table.RadialTable` (its own torch lookup, evaluated in
@@ -24,8 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from ...models.common.radial_table import RadialTable
-from ...models.tensornet.cartesian import outer_six
-from ...models.tensornet.reference import COMPONENT_GROUP, Interaction, TensorEmbedding, features_to_tensor
+from ...models.tensornet.cartesian import compose, decompose, outer_six, six_to_symmetric, skew, squared_norm
+from ...models.tensornet.reference import (
+    COMPONENT_GROUP,
+    COMPONENTS,
+    Interaction,
+    TensorEmbedding,
+    TensorNet,
+    features_to_tensor,
+)
 
 Edges = tuple[Tensor, Tensor, Tensor]
 
@@ -78,10 +89,44 @@ def message_products(
     return Interaction.features(*parts)
 
 
+def _components(X: Tensor) -> Tensor:
+    """Tensors [N, 3, 3, F] -> their components [N, 10, F]."""
+    return Interaction.features(*decompose(X))
+
+
 def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
-    """X + dX + c dX dX [N, 3, 3, F] with dX the tensors of ``components`` [N, 10, F] and c
-    ``charge_factor`` [N]."""
-    return Interaction.residual(X, features_to_tensor(components), charge_factor[:, None, None, None])
+    """Components [N, 10, F] of X + dX + c dX dX, X and dX the tensors of the components ``X``
+    and ``components`` [N, 10, F], c ``charge_factor`` [N]."""
+    return _components(
+        Interaction.residual(features_to_tensor(X), features_to_tensor(components), charge_factor[:, None, None, None])
+    )
+
+
+def normalized(X: Tensor) -> Tensor:
+    """Components [N, 10, F] divided by their tensors' squared norm + 1 (``Interaction.mix``'s
+    normalisation)."""
+    return X / (squared_norm(features_to_tensor(X)) + 1)[:, None, :]
+
+
+def channel_mix(X: Tensor, linears) -> Tensor:
+    """The three bias-free linears (I, A, S) on the parts of components [N, 10, F]."""
+    return torch.cat([linear(X[:, part]) for linear, part in zip(linears, COMPONENTS, strict=True)], 1)
+
+
+def embedding_components(
+    embedding: TensorEmbedding, messages: Tensor, type_terms: Tensor, self_loop: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(components [N, 10, F] of the first tensor, its squared norm [N, F]) as
+    ``TensorEmbedding.to_tensor`` forms them, from the summed messages [N, 10, F] plus the self
+    loop's scalar ``self_loop`` [F] x ``type_terms`` [N, F]."""
+    scalar = messages[:, 0] + self_loop * type_terms
+    X = compose(scalar, skew(messages[:, 1:4]), decompose(six_to_symmetric(messages[:, 4:]))[2])
+    return _components(X), squared_norm(X)
+
+
+def readout_invariants(X: Tensor) -> Tensor:
+    """``TensorNet.invariants`` [N, 3F] of the tensors of components ``X`` [N, 10, F]."""
+    return TensorNet.invariants(features_to_tensor(X))
 
 
 def _table_filters(table: RadialTable, distance: Tensor) -> Tensor:

@@ -65,6 +65,8 @@ from ..common.radial_table import RadialFilter, RadialTable, basis_rate
 GROUPS = ("O(3)", "SO(3)")
 # Per-atom message features are [I, A as vector (3), S as six entries]: their filter groups.
 COMPONENT_GROUP = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+# The I, A (vector) and S (six entries) parts of the [N, 10, F] per-atom component arrays.
+COMPONENTS = (slice(0, 1), slice(1, 4), slice(4, 10))
 # Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
 CACHE_CHUNK = 1024
 
@@ -148,17 +150,21 @@ class TensorEmbedding(nn.Module):
     def to_tensor(self, scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor]:
         """Atom-local: summed messages I [n, F], A as vector [n, 3, F], outer-product entries
         [n, 6, F] -> the initial tensor X [n, 3, 3, F]."""
-        F = self.hidden_channels
         sym = decompose(six_to_symmetric(outer))[2]
         antisym = skew(vector)
-        norm = self.init_norm(squared_norm(compose(scalar, antisym, sym)))
-        for linear in self.linears_scalar:
-            norm = self.act(linear(norm))
-        norm = norm.view(-1, 3, F)
+        norm = self.tensor_scales(squared_norm(compose(scalar, antisym, sym)))
         scalar = self.linears_tensor[0](scalar) * norm[:, 0]
         antisym = self.linears_tensor[1](antisym) * norm[:, 1, None, None, :]
         sym = self.linears_tensor[2](sym) * norm[:, 2, None, None, :]
         return (compose(scalar, antisym, sym),)
+
+    def tensor_scales(self, norm: Tensor) -> Tensor:
+        """Atom-local: squared norms [n, F] of the first tensors -> the I, A, S scales [n, 3, F]
+        of their mixed parts (layer norm, then the two linears with activations)."""
+        norm = self.init_norm(norm)
+        for linear in self.linears_scalar:
+            norm = self.act(linear(norm))
+        return norm.view(-1, 3, self.hidden_channels)
 
 
 def features_to_tensor(features: Tensor) -> Tensor:
@@ -358,9 +364,17 @@ class TensorNet(nn.Module):
 
     def readout(self, X: Tensor) -> tuple[Tensor]:
         """Atom-local: invariant features [n, F] from the final tensors X [n, 3, 3, F]."""
+        return (self.readout_head(self.invariants(X)),)
+
+    @staticmethod
+    def invariants(X: Tensor) -> Tensor:
+        """Atom-local: tensors X [n, 3, 3, F] -> (3 I^2 | |A|^2 | |S|^2) [n, 3F]."""
         scalar, antisym, sym = decompose(X)
-        features = torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
-        return (self.act(self.linear(self.out_norm(features))),)
+        return torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
+
+    def readout_head(self, invariants: Tensor) -> Tensor:
+        """Atom-local: invariants [n, 3F] -> features [n, F] (layer norm, linear, activation)."""
+        return self.act(self.linear(self.out_norm(invariants)))
 
 
 def _flat_filter(module: nn.Module, expansion: nn.Module):

@@ -15,15 +15,19 @@ storing anything per edge and channel. The filter comes from one of two kernel f
 * without one (``radial="exact"``), the kernels compute distance, radial basis, cutoff and the
   radial MLP (the embedding's projections) per edge, recomputing them in backward.
 
-The self loop at distance 0 always uses the exact ``distance_filter``. After each interaction's messages,
-the O(3)/SO(3) products, normalisation and residual update run as two fused per-atom kernels
-(:mod:`fastnnp.kernels.tensornet.interaction_update`) around the channel-mixing GEMMs, which act on the
-ten independent components instead of nine entries per part. The remaining atom-local steps
-(the embedding's tensor, each layer's input normalisation and linears, the readout) are the
-reference module's torch code. Parameters are constants: forces and stress, not training.
+The self loop at distance 0 always uses the exact ``distance_filter``. Every atom-local step
+runs on [N, 10, F] components (I, A as vector, S as six entries) in fused per-atom kernels:
+the embedding's first tensor and its norm (:mod:`fastnnp.kernels.tensornet.atom_tensors`),
+each layer's normalisation, the channel-mixing linears as one grouped GEMM
+(:mod:`fastnnp.kernels.tensornet.channel_mix`), the O(3)/SO(3) products and the residual update
+(:mod:`fastnnp.kernels.tensornet.interaction_update`) and the readout's invariants. Only the
+embedding's norm MLP, the readout's head (on [N, F] and [N, 3F]) and the atom-type terms stay
+the reference module's torch code. Parameters are constants: forces and stress, not training;
+their kernel views (:meth:`TritonTensorNet.kernel_constants`) are made once per parameter
+version.
 """
 
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,17 +36,17 @@ from ...kernels.common.codes import RBF_CODES
 from ...kernels.common.radial_table import KernelTable, kernel_table
 from ...kernels.tensornet.embedding_messages import DistanceProjection, embedding_messages
 from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_messages
+from ...kernels.tensornet.atom_tensors import embedding_components, normalized, readout_invariants
+from ...kernels.tensornet.channel_mix import MixWeights, channel_mix, mix_weights
 from ...kernels.tensornet.interaction_update import message_products, residual_update
 from ...kernels.common.neighbor_search import table_vectors
 from ...kernels.common.search_plan import PlannedTableSearch
 from ..common.activations import kernel_code
 from ...kernels.common.interpreter import check_triton_device
 from ..common.radial import ExpNormalSmearing
-from .reference import Interaction, TensorEmbedding, TensorNet
+from .reference import COMPONENT_GROUP, Interaction, TensorEmbedding, TensorNet
 
 PRECISIONS = ("ieee", "tf32")
-# The I, A (vector) and S (six entries) parts of the [N, 10, F] per-atom component arrays.
-COMPONENTS = (slice(0, 1), slice(1, 4), slice(4, 10))
 
 
 def _basis(expansion: nn.Module) -> tuple[int, Tensor, Tensor, float]:
@@ -94,6 +98,7 @@ class TritonTensorNet(TensorNet):
         self.precision = precision
         # plans once per topology, then searches with no host sync; a fastnnp.neighbors.reuse cache may replace it
         self.table_search = PlannedTableSearch()
+        self._constants: Optional[tuple] = None
         for layer in (self.tensor_embedding, *self.layers):
             kernel_code(layer.act)
 
@@ -120,27 +125,73 @@ class TritonTensorNet(TensorNet):
         vec = table_vectors(table, pos, batch, box)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
         charge_factor = 1 + 0.1 * atom_charge
-        X = self._embed(z, vec, table.neighbors, table.counts)
-        for layer in self.layers:
-            X, *parts = layer.mix(X)
-            features = layer.features(*parts)
-            self_loop = layer.distance_filter(self.distance_expansion, X.new_zeros(1))[0]
-            messages = interaction_messages(
-                vec, features, table.neighbors, table.counts, interaction_filter(layer, self.distance_expansion),
-                self.precision,
-            )
-            products = message_products(messages, features, self_loop, charge_factor, self.equivariance_invariance_group)
-            mixed = torch.cat(layer.channel_mix(*(products[:, part] for part in COMPONENTS)), 1)
-            X = residual_update(X, mixed, charge_factor)
-        return self.readout(X)[0], None
+        constants = self.kernel_constants()
+        X = self._embed(z, vec, table.neighbors, table.counts, constants)
+        for layer in constants.layers:
+            X = normalized(X)
+            features = channel_mix(X, layer.mix_in)
+            messages = interaction_messages(vec, features, table.neighbors, table.counts, layer.filter, self.precision)
+            products = message_products(messages, features, layer.self_loop, charge_factor, self.equivariance_invariance_group)
+            X = residual_update(X, channel_mix(products, layer.mix_out), charge_factor)
+        return self.readout_head(readout_invariants(X)), None
 
-    def _embed(self, z: Tensor, vec: Tensor, neighbors: Tensor, counts: Tensor) -> Tensor:
+    def kernel_constants(self) -> "KernelConstants":
+        """The kernels' view of the parameters (filters, self loops, stacked mixing weights),
+        made once per parameter version and radial tables (parameters are constants here).
+        torch.compile traces the ones an eager call made (or makes them in its graph)."""
+        if torch.compiler.is_compiling():
+            return self._make_constants() if self._constants is None else self._constants[1]
+        key = (
+            tuple((p.data_ptr(), p._version, p.device) for p in self.parameters()),
+            tuple(id(m.radial_table) for m in (self.tensor_embedding, *self.layers)),
+        )
+        if self._constants is None or self._constants[0] != key:
+            with torch.no_grad():
+                self._constants = (key, self._make_constants())
+        return self._constants[1]
+
+    def _make_constants(self) -> "KernelConstants":
+        expansion, embedding = self.distance_expansion, self.tensor_embedding
+        zero = embedding.emb.weight.new_zeros(1)
+        layers = tuple(
+            LayerConstants(
+                interaction_filter(layer, expansion), layer.distance_filter(expansion, zero)[0].contiguous(),
+                mix_weights(layer.linears_tensor[:3]), mix_weights(layer.linears_tensor[3:]),
+            )
+            for layer in self.layers
+        )
+        return KernelConstants(
+            embedding_filter(embedding, expansion), embedding.distance_filter(expansion, zero)[0, 0].contiguous(),
+            mix_weights(embedding.linears_tensor), COMPONENT_GROUP.to(zero.device), layers,
+        )
+
+    def _embed(self, z: Tensor, vec: Tensor, neighbors: Tensor, counts: Tensor, constants: "KernelConstants") -> Tensor:
+        """Components [N, 10, F] of the embedding's tensors X."""
         embedding = self.tensor_embedding
         z_recv, z_send = embedding.atom_terms(z)
-        messages = embedding_messages(
-            vec, z_recv, z_send, neighbors, counts, embedding_filter(embedding, self.distance_expansion), self.precision
-        )
-        self_loop = embedding.distance_filter(self.distance_expansion, z_recv.new_zeros(1))
-        scalar = messages[:, 0] + self_loop[:, 0] * (z_recv + z_send)
-        (X,) = embedding.to_tensor(scalar, messages[:, 1:4], messages[:, 4:])
-        return X
+        messages = embedding_messages(vec, z_recv, z_send, neighbors, counts, constants.embedding_filter, self.precision)
+        first, norm = embedding_components(messages, z_recv + z_send, constants.embedding_loop)
+        scales = embedding.tensor_scales(norm).index_select(1, constants.component_group)
+        return channel_mix(first, constants.embedding_mix) * scales
+
+
+class LayerConstants(NamedTuple):
+    """An interaction's kernel constants: its radial filter (table or MLP), the filter at
+    distance 0 [3, F], the mixing weights of its input (``linears_tensor[:3]``) and of its
+    products (``linears_tensor[3:]``)."""
+
+    filter: Union[RadialMLP, KernelTable]
+    self_loop: Tensor
+    mix_in: MixWeights
+    mix_out: MixWeights
+
+
+class KernelConstants(NamedTuple):
+    """The embedding's filter, its I filter at distance 0 [F], its mixing weights, the
+    component -> part index [10] and each layer's :class:`LayerConstants`."""
+
+    embedding_filter: Union[DistanceProjection, KernelTable]
+    embedding_loop: Tensor
+    embedding_mix: MixWeights
+    component_group: Tensor
+    layers: tuple[LayerConstants, ...]

@@ -9,9 +9,17 @@ from torch import Tensor
 
 from fastnnp.kernels.common import edge_math
 from fastnnp.kernels.common.neighbor_search import NeighborTable
+from fastnnp.kernels.tensornet import atom_blocks
 from fastnnp.kernels.tensornet.reference import Edges, table_edges
 from fastnnp.models.tensornet.reference import TensorNet
 from tests.helpers.kernel_cases import CUTOFF, random_system, reference_table
+
+
+@pytest.fixture(params=[(4, 32), (64, 32)], ids=["gpu-block", "interpreter-block"])
+def block(request, monkeypatch):
+    """Run each per-atom kernel with the block the GPU uses and with the interpreter's."""
+    monkeypatch.setattr(atom_blocks, "INTERPRETER_BLOCK_ATOMS", request.param[0])
+    monkeypatch.setattr(atom_blocks, "BLOCK_CHANNELS", request.param[1])
 
 
 @pytest.fixture(params=[edge_math.GPU_TILE, edge_math.INTERPRETER_TILE], ids=["gpu-tile", "interpreter-tile"])
