@@ -24,9 +24,10 @@ Algorithm
    axis, reach, bin-id blocks, open systems' origin and widths) and K, as a
    :class:`SearchPlan`. Every later step runs 1 and 2 on it with no host sync
    (:func:`planned_search`) and flags on the device what the plan no longer covers.
-1. (torch, float64, :func:`planned_bins`) With a box, fractional coordinates are wrapped into
-   [0, 1), the integer part s_i is remembered and the kernel gets the wrapped Cartesian
-   positions (:func:`fastnnp.neighbors.cells.cell_frame`, batched per atom). Along every
+1. (Triton, float64, :func:`fastnnp.kernels.common.atom_bins.bin_atoms`: one registered op)
+   With a box, fractional coordinates are wrapped into [0, 1), the integer part s_i is
+   remembered and the search kernel gets the wrapped Cartesian positions (torch reference:
+   :func:`fastnnp.neighbors.cells.cell_frame`, batched per atom). Along every
    lattice axis k a system gets n_k = max(1, floor(h_k / cutoff)) bins, h_k being the cell
    height perpendicular to face k; open boundaries bin the atoms' bounding box, grown by a
    cutoff on every side, along x, y, z with bins at least a cutoff wide (atoms that later
@@ -58,11 +59,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ...neighbors.cells import bin_coords, bin_starts, cell_frame, cell_geometry, sort_into_bins
+from ...neighbors.cells import cell_geometry
 from ...neighbors.checks import check_search_inputs
 from ...neighbors.table import NeighborTable, table_vectors
 from ...status import StepStatus, status_tensor
+from .atom_bins import bin_atoms
 from .compile_case import CompileCase
+from .op_args import constant
 
 __all__ = ["NeighborTable", "SearchPlan", "neighbor_table", "plan_search", "planned_search", "table_vectors"]
 
@@ -184,18 +187,6 @@ def _neighbor_kernel(
     tl.store(count_ptr + i, count)
 
 
-class Bins(NamedTuple):
-    """Kernel inputs from the binning step; atom arrays are in bin-sorted order."""
-
-    pos: Tensor  # [N, 4] wrapped positions, 4th component 0 (kernel dtype)
-    atom: Tensor  # [N] int32 original atom index
-    bin: Tensor  # [N, 3] int64 bin coordinates
-    shift: Tensor  # [N, 4] int32 lattice shift removed by the wrapping, 4th component 0
-    sys: Tensor  # [N] int32 system
-    box: Tensor  # [S, 3, 4] lattice vectors, 4th component 0 (kernel dtype)
-    bin_start: Tensor  # [n_bins + 1] int64
-
-
 class SearchPlan(NamedTuple):
     """What a search keeps for one topology (atom count, systems, cell shape, cutoffs) so that
     it runs with no host sync: the grid (bins per axis, reach, block of bin ids of each system;
@@ -219,6 +210,7 @@ class SearchPlan(NamedTuple):
     width: Tensor  # [S, 3] float64 bin widths (open boundaries; else 1)
     open_box: Tensor  # [S, 3, 4] zeros in the kernel dtype: the open search's box argument
     cut: Tensor  # [2] squared cutoffs (upper, lower) in the kernel dtype
+    bin_ids: Tensor  # [n_bins + 1] int64 0 .. n_bins (whose first atoms the binning finds)
 
 
 def neighbor_table(
@@ -280,7 +272,7 @@ def planned_search(plan: SearchPlan, pos: Tensor, box: Tensor | None) -> tuple[N
     complete, the search slower). The caller acts on it after the step: replan and recompute
     for OVERFLOW or STALE. Inputs are not checked here: the plan's were."""
     with torch.no_grad():
-        bins, stale, drift = planned_bins(plan, pos.detach(), None if box is None else box.detach())
+        bins, stale, drift = bin_atoms(plan, constant(pos), None if box is None else constant(box))
         neighbors, images, counts = torch.ops.fastnnp.neighbor_search(
             bins.pos, bins.atom, bins.bin, bins.shift, bins.sys, plan.nbins_int, plan.reach, plan.base,
             bins.box, bins.bin_start, plan.cut, plan.capacity, plan.periodic,
@@ -386,45 +378,8 @@ def plan_search(
         base=(torch.cumsum(bins_per_sys, 0) - bins_per_sys).contiguous(), origin=origin, width=width,
         open_box=torch.zeros(n_sys, 3, 4, dtype=kdt, device=device),
         cut=torch.tensor([cu * cu, cl * cl], dtype=kdt, device=device),
+        bin_ids=torch.arange(int(bins_per_sys.sum()) + 1, dtype=i64, device=device),
     )
-
-
-def planned_bins(plan: SearchPlan, pos: Tensor, box: Tensor | None) -> tuple[Bins, Tensor, Tensor]:
-    """The kernel's bin-sorted inputs for ``pos`` (and ``box``) on the plan's grid, and the
-    STALE and DRIFT flags (0-d bool; :func:`planned_search`); no host sync."""
-    f64 = torch.float64
-    batch = plan.batch
-    p = pos.to(f64)
-    nb_atom = plan.nbins.index_select(0, batch)
-    cs = plan.cutoff_upper * (1 + 1e-6)
-    if plan.periodic:
-        b64 = box.to(f64).reshape(3, 3) if plan.shared_box else box.to(f64)[: plan.n_systems]
-        # every atom's cell applied by a batched product, even for a shared box
-        cells = cell_frame(p, batch, b64, plan.n_systems, batched=True)
-        u = cells.frac * nb_atom
-        shift, wrapped, boxes = cells.shift, cells.wrapped, cells.boxes
-        # the bins must stay at least a cutoff wide for the planned reach
-        stale = (cs * plan.nbins > plan.reach * cells.heights).any()
-        drift = torch.zeros((), dtype=torch.bool, device=pos.device)
-    else:
-        u = (p - plan.origin.index_select(0, batch)) / plan.width.index_select(0, batch)
-        shift, wrapped, boxes = torch.zeros_like(p, dtype=torch.long), p, None
-        stale = torch.zeros((), dtype=torch.bool, device=pos.device)
-        drift = ((u < 0) | (u >= nb_atom)).any()
-    binc = bin_coords(u, plan.nbins, batch)
-    binned = sort_into_bins(binc, plan.nbins_int, batch, plan.n_bins)
-    order = binned.order
-    kdt = plan.open_box.dtype
-    bins = Bins(
-        pos=_pad4(wrapped.index_select(0, order).to(kdt)),
-        atom=order.to(torch.int32),
-        bin=binc.index_select(0, order).contiguous(),
-        shift=_pad4(shift.index_select(0, order).to(torch.int32)),
-        sys=batch.index_select(0, order).to(torch.int32),
-        box=plan.open_box if boxes is None else _pad4(boxes.to(kdt)),
-        bin_start=bin_starts(binned.key, plan.n_bins),
-    )
-    return bins, stale, drift
 
 
 def _cap_bins(nb: Tensor, atoms: Tensor) -> Tensor:
@@ -438,11 +393,6 @@ def _cap_bins(nb: Tensor, atoms: Tensor) -> Tensor:
         factor = (limit / nb.prod(dim=1)).clamp(max=1).pow(1.0 / split.sum(dim=1).clamp(min=1))
         nb = torch.where(split, torch.floor(nb * factor.unsqueeze(1)).clamp(min=1), nb)
     return nb
-
-
-def _pad4(x: Tensor) -> Tensor:
-    """[..., 3] -> contiguous [..., 4] with a zero 4th component (aligned vector loads)."""
-    return torch.nn.functional.pad(x, (0, 1)).contiguous()
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:

@@ -5,7 +5,8 @@
 :class:`~fastnnp.kernels.tensornet.embedding_messages.DistanceProjection` or
 :class:`~fastnnp.kernels.common.radial_table.KernelTable` into (its class name, its tensors,
 floats and ints in field order), and :func:`unpack` rebuilds it inside the op. The tensors
-travel as op inputs, so tracing (``torch.compile``, ``opcheck``) sees them.
+travel as op inputs, so tracing (``torch.compile``, ``opcheck``) sees them. :func:`constant`
+passes a tensor the op treats as a constant for autograd.
 """
 
 from typing import NamedTuple
@@ -15,6 +16,12 @@ from torch import Tensor
 Packed = tuple[str, list[Tensor], list[float], list[int]]
 # The filter classes the ops accept, by name.
 FILTER_CLASSES: dict[str, type] = {}
+
+
+def constant(t: Tensor) -> Tensor:
+    """``t`` as a contiguous constant argument of an op: detached where it needs a gradient (only
+    then is a detach op issued)."""
+    return (t.detach() if t.requires_grad else t).contiguous()
 
 
 def register_filter(cls: type) -> type:

@@ -23,6 +23,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..common.compile_case import CompileCase
+from ..common.op_args import constant
 from .atom_blocks import atom_block, atom_launch, gpu_blocks
 from .components import compose, compose_t, decompose, decompose_t, load_components, squared_norm, store_components
 
@@ -255,7 +256,7 @@ def embedding_components(messages: Tensor, type_terms: Tensor, self_loop: Tensor
     the I filter at distance 0 (module docstring); the registered op
     ``torch.ops.fastnnp.embedding_components``."""
     _float32("embedding_components", messages, type_terms, self_loop)
-    return _embedding_op(messages.contiguous(), type_terms.contiguous(), self_loop.detach().contiguous())
+    return _embedding_op(messages.contiguous(), type_terms.contiguous(), constant(self_loop))
 
 
 def readout_invariants(x: Tensor) -> Tensor:

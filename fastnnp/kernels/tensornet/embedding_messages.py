@@ -40,7 +40,7 @@ from ..common.edge_math import (
     tile_shape,
     gpu_tile_constexprs,
 )
-from ..common.op_args import pack, register_filter, unpack
+from ..common.op_args import constant, pack, register_filter, unpack
 from ..common.radial_table import KernelTable, table_group, table_position
 from .components import store_all_rows, zero_rows
 from .mlp_tiles import embedding_launch, split_launch
@@ -374,7 +374,7 @@ def embedding_messages(
     op ``torch.ops.fastnnp.embedding_messages``.
     """
     return _messages_op(
-        vec.contiguous(), z_recv.detach().contiguous(), z_send.detach().contiguous(),
+        vec.contiguous(), constant(z_recv), constant(z_send),
         neighbors.contiguous(), counts.contiguous(), *pack(radial), precision,
     )
 

@@ -20,6 +20,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..common.compile_case import CompileCase
+from ..common.op_args import constant
 from .atom_blocks import atom_block, atom_launch, gpu_blocks
 from .components import (
     compose,
@@ -254,8 +255,8 @@ def message_products(messages: Tensor, features: Tensor, self_loop: Tensor, char
     Differentiable in messages and features; the registered op ``torch.ops.fastnnp.message_products``.
     """
     return _products_op(
-        messages.contiguous(), features.contiguous(), self_loop.detach().contiguous(),
-        charge_factor.detach().contiguous(), group == "O(3)",
+        messages.contiguous(), features.contiguous(), constant(self_loop),
+        constant(charge_factor), group == "O(3)",
     )
 
 
@@ -263,7 +264,7 @@ def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Ten
     """Components [N, 10, F] of X + dX + c dX dX, with X and dX the tensors of ``X`` and
     ``components`` [N, 10, F] (differentiable in both; the registered op
     ``torch.ops.fastnnp.residual_update``)."""
-    return _residual_op(X.contiguous(), components.contiguous(), charge_factor.detach().contiguous())
+    return _residual_op(X.contiguous(), components.contiguous(), constant(charge_factor))
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:

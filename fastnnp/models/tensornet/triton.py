@@ -40,6 +40,7 @@ from ...kernels.tensornet.atom_tensors import embedding_components, normalized, 
 from ...kernels.tensornet.channel_mix import MixWeights, channel_mix, mix_weights
 from ...kernels.tensornet.interaction_update import message_products, residual_update
 from ...kernels.common.neighbor_search import table_vectors
+from ...kernels.common.op_args import constant
 from ...kernels.common.search_plan import PlannedTableSearch
 from ..common.activations import kernel_code
 from ...kernels.common.interpreter import check_triton_device
@@ -119,8 +120,8 @@ class TritonTensorNet(TensorNet):
                 "radial table (no matmul): load with radial='exact' to use it, or keep precision='ieee'"
             )
         table = self.table_search(
-            pos.detach(), batch, self.cutoff_upper, self.cutoff_lower,
-            box=None if box is None else box.detach(),
+            constant(pos), batch, self.cutoff_upper, self.cutoff_lower,
+            box=None if box is None else constant(box),
         )
         vec = table_vectors(table, pos, batch, box)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
