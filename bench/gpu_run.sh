@@ -17,6 +17,10 @@
 # then here (matplotlib draws the plot): python3 -m fastnnp.bench --merge <files_at>/gpu_small.json \
 #                <files_at>/gpu_large.json --output bench/results --name gpu_h100
 #
+# Dry run here, without a GPU (the same script end to end: no wheels installed, the Triton rows
+# under the CPU interpreter, tiny systems), e.g.
+#   DRY_RUN=1 OUT=/tmp/dry bash bench/gpu_run.sh --model tensornet-64 --systems droplet-21 --repeats 3
+#
 # Pieces carried in earlier calls stay in /tmp/w while the machine is warm (calls back to back).
 # The warp wheel is reassembled and checked against the sha256 of warp.manifest once every piece
 # is there; if some are missing the run goes on without TorchMD-Net (its rows then fail, recorded).
@@ -26,6 +30,7 @@
 #                   matplotlib is there); the log is ${RESULT%.json}.log beside it
 #   FASTNNP_COMMIT  recorded as the commit when the copy has no .git
 #   BUDGET_S        seconds the whole command may take (default 570, inside the tool's 600 s limit)
+#   DRY_RUN         1: use the packages installed here and TRITON_INTERPRET=1 (the dry run above)
 set -euo pipefail
 start=$SECONDS
 cd "$(dirname "$0")/.."
@@ -64,7 +69,12 @@ install_wheels() {
     echo "installed in $SITE: $(for d in ase torchmdnet warp psutil tqdm; do [ -d "$SITE/$d" ] && printf '%s ' "$d"; done)"
 }
 
-install_wheels
+if [ "${DRY_RUN:-0}" = 1 ]; then
+    export TRITON_INTERPRET=1
+    echo "dry run: packages as installed here, Triton under the CPU interpreter"
+else
+    install_wheels
+fi
 # The package (kernels included, in fastnnp/kernels) runs from a copy outside the checkout.
 rm -rf "$PKG" && mkdir -p "$PKG" && cp -r fastnnp "$PKG/"
 export PYTHONPATH="$SITE:$PKG${PYTHONPATH:+:$PYTHONPATH}"

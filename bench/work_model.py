@@ -279,30 +279,66 @@ def interaction_update(s: Shape) -> list[Step]:
     # backward: the forward less the scaling (183), d/d inv (19 + 3), g inv (10), decompose_t (22),
     # d/dC (18), four 3x3 products (180) and c (a + b) twice (36), compose_t twice (16), the self loop (20).
     products_backward = 183 + 22 + 10 + 22 + 18 + 180 + 36 + 16 + 20
-    # residual: compose (9), dX dX (45), X + dX + c dX dX (27); backward: compose (9), two
-    # products (90), g + c (a + b) (27), compose_t (8).
-    residual, residual_backward = 9 + 45 + 27, 9 + 90 + 27 + 8
+    # residual on components: compose X and D (18), dX dX (45), X + dX + c dX dX (27), decompose
+    # (18); backward: decompose_t (22), compose D (9), two products (90), g + c (a + b) (27),
+    # compose_t twice (16).
+    residual, residual_backward = 18 + 45 + 27 + 18, 22 + 9 + 90 + 27 + 16
     fixed = 4 * 3 * F  # the self-loop filter
     return [
         # M, T read, P written [10, F]; charge factor 4.
         Step("message_products", "forward", "kernel", 0, products * F, 4 * 30 * F + 4, 0, fixed, L),
         # M, T, grad read, grad_M, grad_T written.
         Step("message_products", "backward", "kernel", 0, products_backward * F, 4 * 50 * F + 4, 0, fixed, L),
-        # D [10, F] and X [9, F] read, X' [9, F] written.
-        Step("residual_update", "forward", "kernel", 0, residual * F, 4 * 28 * F + 4, 0, 0, L),
-        # D and grad [9, F] read, grad_D [10, F] written (grad_X is grad itself).
-        Step("residual_update", "backward", "kernel", 0, residual_backward * F, 4 * 29 * F + 4, 0, 0, L),
+        # X and D [10, F] read, X' [10, F] written.
+        Step("residual_update", "forward", "kernel", 0, residual * F, 4 * 30 * F + 4, 0, 0, L),
+        # D and grad read, grad_X and grad_D written [10, F].
+        Step("residual_update", "backward", "kernel", 0, residual_backward * F, 4 * 40 * F + 4, 0, 0, L),
+    ]
+
+
+def atom_kernels(s: Shape) -> list[Step]:
+    """The per-atom component kernels (``atom_tensors.py``, ``channel_mix.py``) and the binning
+    (``atom_bins.py``)."""
+    F, L = s.channels, s.layers
+    mixes = 1 + 2 * L  # the embedding's, each layer's input and products
+    # channel_mix: 10 component rows of F -> F per atom; x read, y written [10, F]; 3 F x F weights.
+    # Its tl.dot is always exact float32 ("ieee"), so its FLOPs count at the fp32 rate in both variants.
+    mix = Step("channel_mix", "forward", "kernel", 0, 2 * 10 * F * F, 4 * 20 * F, 0, 4 * 3 * F * F, mixes)
+    # normalized: compose (9), |.|^2 (17), + 1 and reciprocal (2), scale (10); backward: the
+    # forward less the scale (28), g . x (19), the factor (3), s e (9), compose_t (8), g inv + n (20).
+    normalized, normalized_backward = 9 + 17 + 2 + 10, 28 + 19 + 3 + 9 + 8 + 20
+    # embedding_components: self loop (2), trace removal (5), compose (9), |.|^2 (17); backward
+    # the forward (33), s e (10), compose_t (8), g + n (10), trace projection (5).
+    embedding, embedding_backward = 2 + 5 + 9 + 17, 33 + 10 + 8 + 10 + 5
+    # readout_invariants: compose (9), decompose (18), invariants (15); backward compose and
+    # decompose (27), the ten gradients (14), decompose_t (22), compose_t (8).
+    readout, readout_backward = 9 + 18 + 15, 27 + 14 + 22 + 8
+    # binning: fractional coordinates (15), floor and wrap (21), u (6), bins (12), key (4) per atom in
+    # each of the two kernels (float64, counted at the fp32 rate); pos read (12) twice, key written
+    # and read (16), sorted pos, atom, bin, shift, sys written (16 + 4 + 24 + 16 + 4).
+    binning = 58
+    return [
+        Step("bin_atoms", "forward", "kernel", 0, 2 * binning, 24 + 16 + 64),
+        mix, mix._replace(direction="backward"),
+        # x read, out written [10, F]; backward x and grad read, grad_x written.
+        Step("normalized", "forward", "kernel", 0, normalized * F, 4 * 20 * F, 0, 0, L),
+        Step("normalized", "backward", "kernel", 0, normalized_backward * F, 4 * 30 * F, 0, 0, L),
+        # M [10, F] and t [F] read, X0 [10, F] and |X0|^2 [F] written; backward also both gradients.
+        Step("embedding_components", "forward", "kernel", 0, embedding * F, 4 * 22 * F),
+        Step("embedding_components", "backward", "kernel", 0, embedding_backward * F, 4 * 32 * F),
+        # X [10, F] read, [3F] written; backward grad [3F] and X read, grad_X written.
+        Step("readout_invariants", "forward", "kernel", 0, readout * F, 4 * 13 * F),
+        Step("readout_invariants", "backward", "kernel", 0, readout_backward * F, 4 * 23 * F),
     ]
 
 
 def atom_gemms(s: Shape) -> list[Step]:
-    """The torch GEMMs per atom (operands only: the elementwise torch code between them, the
-    normalisations, decompose/compose, layer norms and concatenations, moves more and is not
-    counted). Backward gives the inputs' gradients only (the weights are constants)."""
-    F, L = s.channels, s.layers
-    # (rows, in, out): to_tensor's F -> 2F -> 3F and 19 F -> F rows (I 1, A 9, S 9 entries);
-    # each layer's mix (19 rows) and channel_mix (10 components); readout 3F -> F; head F -> F/2 -> 1.
-    gradients = [(1, F, 2 * F), (1, 2 * F, 3 * F), (19, F, F), (L * 29, F, F), (1, 3 * F, F), (1, F, F // 2), (1, F // 2, 1)]
+    """The torch GEMMs per atom (operands only: the layer norms and activations between them
+    move more and are not counted). Backward gives the inputs' gradients only (the weights are
+    constants)."""
+    F = s.channels
+    # (rows, in, out): the embedding's norm MLP F -> 2F -> 3F; readout 3F -> F; head F -> F/2 -> 1.
+    gradients = [(1, F, 2 * F), (1, 2 * F, 3 * F), (1, 3 * F, F), (1, F, F // 2), (1, F // 2, 1)]
     # atom_terms: z_recv and z_send from the type embedding (constants: no backward).
     forward = [(2, F, F)] + gradients
 
@@ -321,7 +357,7 @@ def atom_gemms(s: Shape) -> list[Step]:
 def call_steps(s: Shape, table: bool) -> list[Step]:
     """Every step of one energy + forces call, forward then backward."""
     steps = [neighbor_search(s), *edge_glue(s), *embedding_messages(s, table), *interaction_messages(s, table),
-             *interaction_update(s), *atom_gemms(s)]
+             *interaction_update(s), *atom_kernels(s), *atom_gemms(s)]
     return [step for step in steps if step.direction == "forward"] + [step for step in steps if step.direction == "backward"]
 
 

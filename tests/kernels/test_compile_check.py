@@ -11,9 +11,10 @@ import pytest
 from fastnnp.kernels.common.occupancy import occupancy
 from fastnnp.kernels.common.resources import PtxasFigures, parse_ptxas_log
 
-# Compile cases at each feature width: the neighbour search, the embedding's and the interactions'
-# message kernels (radial MLP and radial table, forward and backward each) and the four update kernels.
-KERNELS = 13
+# Compile cases at each feature width: the binning (2 kernels, periodic and open) and the neighbour
+# search, the embedding's and the interactions' message kernels (radial MLP and radial table, forward
+# and backward each), the four update kernels, the channel-mixing GEMM and the six atom-tensor kernels.
+KERNELS = 4 + 1 + 8 + 4 + 1 + 6
 
 
 def test_kernels_compile_for_h100(tmp_path):
