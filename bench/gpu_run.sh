@@ -89,7 +89,7 @@ python3 -m fastnnp.bench --output "$out_dir" --name "${result%.json}" --budget-s
     | tee -a "$out_dir/${result%.json}.log"
 status=${PIPESTATUS[0]}
 set -e
-if [ "$(realpath "$out_dir")" != "$(realpath bench/results)" ]; then
+if [ "${DRY_RUN:-0}" != 1 ] && [ "$(realpath "$out_dir")" != "$(realpath bench/results)" ]; then
     for f in "$out_dir/${result%.json}".{json,md,png}; do
         if [ -f "$f" ]; then cp "$f" bench/results/; fi
     done
