@@ -121,39 +121,38 @@ def _run(kernel, n_atoms: int, F: int, *args) -> None:
     kernel[grid](*args, n_atoms, F, **blocks)
 
 
-@torch.library.custom_op("fastnnp::normalized", mutates_args=())
-def _normalized_op(x: Tensor) -> Tensor:
-    out = torch.empty_like(x)
-    _run(_normalized_forward, x.shape[0], x.shape[2], x, out)
-    return out
+def _one_input_op(name: str, forward, backward, new_output):
+    """The registered op ``fastnnp::<name>`` of a per-atom kernel pair on one [N, 10, F] input x
+    (``new_output(x)`` allocates its result), with ``fastnnp::<name>_backward`` as its autograd."""
+
+    @torch.library.custom_op(f"fastnnp::{name}", mutates_args=())
+    def op(x: Tensor) -> Tensor:
+        out = new_output(x)
+        _run(forward, x.shape[0], x.shape[2], x, out)
+        return out
+
+    @torch.library.custom_op(f"fastnnp::{name}_backward", mutates_args=())
+    def backward_op(grad: Tensor, x: Tensor) -> Tensor:
+        grad_x = torch.empty_like(x)
+        _run(backward, x.shape[0], x.shape[2], x, grad.contiguous(), grad_x)
+        return grad_x
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    def grad_fn(ctx, grad):
+        return backward_op(grad, *ctx.saved_tensors)
+
+    op.register_fake(new_output)
+    backward_op.register_fake(lambda grad, x: torch.empty_like(x))
+    op.register_autograd(grad_fn, setup_context=setup)
+    return op
 
 
-@_normalized_op.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("fastnnp::normalized_backward", mutates_args=())
-def _normalized_backward_op(grad: Tensor, x: Tensor) -> Tensor:
-    grad_x = torch.empty_like(x)
-    _run(_normalized_backward, x.shape[0], x.shape[2], x, grad.contiguous(), grad_x)
-    return grad_x
-
-
-@_normalized_backward_op.register_fake
-def _(grad, x):
-    return torch.empty_like(x)
-
-
-def _normalized_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-
-
-def _normalized_grad(ctx, grad):
-    return _normalized_backward_op(grad, *ctx.saved_tensors)
-
-
-_normalized_op.register_autograd(_normalized_grad, setup_context=_normalized_setup)
+_normalized_op = _one_input_op("normalized", _normalized_forward, _normalized_backward, torch.empty_like)
+_readout_op = _one_input_op(
+    "readout_invariants", _readout_forward, _readout_backward, lambda x: x.new_empty(x.shape[0], 3 * x.shape[2])
+)
 
 
 @torch.library.custom_op("fastnnp::embedding_components", mutates_args=())
@@ -200,41 +199,6 @@ def _embedding_grad(ctx, grad, grad_norm):
 
 
 _embedding_op.register_autograd(_embedding_grad, setup_context=_embedding_setup)
-
-
-@torch.library.custom_op("fastnnp::readout_invariants", mutates_args=())
-def _readout_op(x: Tensor) -> Tensor:
-    out = x.new_empty(x.shape[0], 3 * x.shape[2])
-    _run(_readout_forward, x.shape[0], x.shape[2], x, out)
-    return out
-
-
-@_readout_op.register_fake
-def _(x):
-    return x.new_empty(x.shape[0], 3 * x.shape[2])
-
-
-@torch.library.custom_op("fastnnp::readout_invariants_backward", mutates_args=())
-def _readout_backward_op(grad: Tensor, x: Tensor) -> Tensor:
-    grad_x = torch.empty_like(x)
-    _run(_readout_backward, x.shape[0], x.shape[2], x, grad.contiguous(), grad_x)
-    return grad_x
-
-
-@_readout_backward_op.register_fake
-def _(grad, x):
-    return torch.empty_like(x)
-
-
-def _readout_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-
-
-def _readout_grad(ctx, grad):
-    return _readout_backward_op(grad, *ctx.saved_tensors)
-
-
-_readout_op.register_autograd(_readout_grad, setup_context=_readout_setup)
 
 
 def _float32(name: str, *tensors: Tensor) -> None:

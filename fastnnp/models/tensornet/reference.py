@@ -16,19 +16,23 @@ instead, everything else runs as this torch code on both paths:
 * ``TensorEmbedding.distance_filter``: the radial weights; at distance 0 the self loop's (both
   paths); per pair fused into the kernel ``embedding_messages``, as is ``pair_messages``
   with its half-list sum.
-* ``TensorEmbedding.to_tensor``: the summed messages -> the initial X.
+* ``TensorEmbedding.to_tensor``: the summed messages -> the initial X. On Triton the first
+  tensor and its squared norm are the kernel ``embedding_components``, ``tensor_scales`` (the
+  norm MLP) stays torch, the linears are the kernel ``channel_mix``.
 * ``Interaction.mix``, ``Interaction.features``: normalised X, its mixed parts and their
-  [N, 10, F] components (I, A as vector, S as six entries), the messages' input.
+  [N, 10, F] components (I, A as vector, S as six entries), the messages' input: kernels
+  ``normalized`` and ``channel_mix`` on components.
 * ``Interaction.distance_filter``: the radial MLP; at distance 0 the self loop (both paths);
   per pair fused into the kernel ``interaction_messages``, as is ``filtered_messages``.
 * ``Interaction.products``: kernel ``message_products``. Here the normalised products are
   returned as 3x3 parts (I, A, S) and Y is the composed mixed parts; the kernel returns the same
   values as [N, 10, F] components and composes Y from the features itself.
-* ``Interaction.channel_mix``: the three linears, on the 3x3 parts here and on the components'
-  I, A, S slices on Triton.
+* ``Interaction.channel_mix``: the three linears, on the 3x3 parts here (on components, the
+  kernel ``channel_mix``).
 * ``compose`` of the mixed parts, then ``Interaction.residual``: kernel ``residual_update``,
-  which takes the mixed components.
-* ``TensorNet.readout``: the final X -> invariant features.
+  on components in and out.
+* ``TensorNet.readout``: the final X -> invariant features: ``invariants`` (kernel
+  ``readout_invariants``), then ``readout_head`` (torch on both paths).
 """
 
 from typing import Optional
