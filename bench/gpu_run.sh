@@ -7,15 +7,19 @@
 #                                      /tmp/pkg, then python3 -m fastnnp.bench --output $OUT
 #                                      --name ${RESULT%.json} --budget-s ... ARGS...
 #
-# The device calls, back to back (bash bench/gpu_prepare.sh fills .whl/ here first):
-#   1. carry [".whl/carry1"]:  bash bench/gpu_run.sh
-#   2. carry [".whl/carry2"]:  bash bench/gpu_run.sh
-#   3. carry [".whl/carry3"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_small.json bash bench/gpu_run.sh \
-#                                  --systems droplet-22 droplet-100 droplet-1000 water-1000 water-10000 cu-4000 ethanols-576
-#   4. no carry:               FASTNNP_COMMIT=<sha> RESULT=gpu_large.json bash bench/gpu_run.sh \
-#                                  --systems water-100000 water-1000000 water-2000000 water-4000000 ethanols-9216
-# then here (matplotlib draws the plot): python3 -m fastnnp.bench --merge <files_at>/gpu_small.json \
-#                <files_at>/gpu_large.json --output bench/results --name gpu_h100
+# The device calls, back to back (bash bench/gpu_prepare.sh fills .whl/ here first), at most two
+# runs of <= 10 min (BUDGET_S), each also timing:
+#   1. carry [".whl/carry1"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_fastnnp.json bash bench/gpu_run.sh \
+#        --backends fastnnp-triton fastnnp-triton-graph fastnnp-triton-exact fastnnp-torch-exact \
+#        --systems droplet-100 water-1000 water-10000 water-100000
+#      (TorchMD-Net cannot be installed yet: half of the warp wheel is here; ase, psutil, tqdm are)
+#   2. carry [".whl/carry2"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_vs_tmd.json bash bench/gpu_run.sh \
+#        --systems droplet-100 water-1000 water-10000 water-100000
+#      (warp reassembled from both halves, checked against its sha256, and torchmd-net installed:
+#      every default row, TorchMD-Net's default and static-shape graph modes included)
+# then here (matplotlib draws the plot): python3 -m fastnnp.bench --merge <files_at>/gpu_fastnnp.json \
+#                <files_at>/gpu_vs_tmd.json --output bench/results --name gpu_h200
+# Every row is checked against the reference row before it is timed (the bench's "check" column).
 #
 # Dry run here, without a GPU (the same script end to end: no wheels installed, the Triton rows
 # under the CPU interpreter, tiny systems), e.g.
