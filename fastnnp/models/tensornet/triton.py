@@ -139,7 +139,9 @@ class TritonTensorNet(TensorNet):
     def kernel_constants(self) -> "KernelConstants":
         """The kernels' view of the parameters (filters, self loops, stacked mixing weights),
         made once per parameter version and radial tables (parameters are constants here).
-        torch.compile traces the ones an eager call made (or makes them in its graph)."""
+        ``load_state_dict``, ``.to()`` and in-place edits under ``no_grad`` rebuild them; an edit
+        through ``p.data`` bypasses the version counter and is not seen (like the radial tables,
+        built at load). torch.compile traces the ones an eager call made (or makes them in its graph)."""
         if torch.compiler.is_compiling():
             return self._make_constants() if self._constants is None else self._constants[1]
         key = (

@@ -140,3 +140,20 @@ def test_tf32_with_every_filter_tabulated_is_refused():
     attach_radial_tables(triton.representation_model, torch.float32, "table")
     with pytest.raises(ValueError, match="precision='tf32'.*radial table"):
         triton(z, pos, batch)
+
+
+def test_kernel_constants_follow_new_weights():
+    """The kernels' cached view of the parameters is rebuilt after load_state_dict (and after an
+    in-place edit under no_grad): the Triton model keeps matching the reference with new weights."""
+    reference, triton = _pair()
+    z, pos, batch, box = random_system("open", seed=2)
+    triton(z, pos, batch)  # constants made for the first weights
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.mul_(1.1)
+    triton.load_state_dict(reference.state_dict())
+    assert_matches(*triton(z, pos, batch), *reference(z, pos, batch), torch.float32)
+    with torch.no_grad():
+        for model in (reference, triton):
+            model.representation_model.layers[0].linears_tensor[4].weight.mul_(-1.0)
+    assert_matches(*triton(z, pos, batch), *reference(z, pos, batch), torch.float32)
