@@ -315,7 +315,7 @@ def _embedding_components_case(system: "System", model: TensorNet) -> Case:
 
     def reference(net, messages, terms, self_loop):
         """TensorEmbedding.to_tensor's first tensor, as components."""
-        return kernel_reference.embedding_components(net.tensor_embedding, messages, terms, self_loop)[0]
+        return kernel_reference.embedding_components(messages, terms, self_loop)[0]
 
     check = _per_atom_check(kernel, reference, inputs, ("messages",), ("messages", "terms"))
     return Case(kernel, reference, inputs, ("messages",), check)

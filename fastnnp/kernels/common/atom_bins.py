@@ -169,6 +169,11 @@ def _(pos, batch, inverse, boxes, origin, width, nbins, base, bin_ids, out_dtype
             pos.new_empty((), dtype=torch.bool))
 
 
+def _pad4(x: Tensor) -> Tensor:
+    """[..., 3] -> [..., 4] with a zero 4th component (the search kernel's aligned vector loads)."""
+    return torch.nn.functional.pad(x, (0, 1))
+
+
 def _boxes(plan: "SearchPlan", box: Tensor) -> Tensor:
     """[S, 3, 3] float64 cells of the systems (a shared box repeated)."""
     b64 = box.to(torch.float64)
@@ -189,7 +194,7 @@ def bin_atoms(plan: "SearchPlan", pos: Tensor, box: Tensor | None) -> tuple[Bins
         inverse, _, heights = cell_geometry(boxes)
         inverse = inverse.contiguous()
         stale = _stale(plan, heights)
-        padded_box = torch.nn.functional.pad(boxes.to(kdt), (0, 1))
+        padded_box = _pad4(boxes.to(kdt))
     else:
         inverse = boxes = plan.nbins  # unread
         stale = torch.zeros((), dtype=torch.bool, device=pos.device)
@@ -223,14 +228,13 @@ def reference_bins(plan: "SearchPlan", pos: Tensor, box: Tensor | None) -> tuple
     binned = sort_into_bins(binc, plan.nbins_int, batch, plan.n_bins)
     order = binned.order
     kdt = plan.open_box.dtype
-    pad = torch.nn.functional.pad
     bins = Bins(
-        pos=pad(wrapped.index_select(0, order).to(kdt), (0, 1)),
+        pos=_pad4(wrapped.index_select(0, order).to(kdt)),
         atom=order.to(torch.int32),
         bin=binc.index_select(0, order),
-        shift=pad(shift.index_select(0, order).to(torch.int32), (0, 1)),
+        shift=_pad4(shift.index_select(0, order).to(torch.int32)),
         sys=batch.index_select(0, order).to(torch.int32),
-        box=plan.open_box if boxes is None else pad(boxes.to(kdt), (0, 1)),
+        box=plan.open_box if boxes is None else _pad4(boxes.to(kdt)),
         bin_start=bin_starts(binned.key, plan.n_bins),
     )
     return bins, stale, drift

@@ -365,6 +365,7 @@ def plan_search(
         )
     nb_int = nb.to(i64).contiguous()
     bins_per_sys = nb_int.prod(dim=1)
+    n_bins = int(bins_per_sys.sum())
     # Capacity: expected neighbours at the system's mean density (an open system has at most
     # its atom count - 1).
     expected = per_sys / volume * (4.0 / 3.0 * math.pi * cu**3) * _CAPACITY_MARGIN
@@ -374,11 +375,11 @@ def plan_search(
     return SearchPlan(
         n_atoms=pos.shape[0], n_systems=n_sys, periodic=box is not None, shared_box=box is not None and box.dim() == 2,
         cutoff_upper=cu, cutoff_lower=cl, capacity=capacity or _round16(float(expected.max())),
-        n_bins=int(bins_per_sys.sum()), batch=batch, nbins=nb, nbins_int=nb_int, reach=reach.to(i64).contiguous(),
+        n_bins=n_bins, batch=batch, nbins=nb, nbins_int=nb_int, reach=reach.to(i64).contiguous(),
         base=(torch.cumsum(bins_per_sys, 0) - bins_per_sys).contiguous(), origin=origin, width=width,
         open_box=torch.zeros(n_sys, 3, 4, dtype=kdt, device=device),
         cut=torch.tensor([cu * cu, cl * cl], dtype=kdt, device=device),
-        bin_ids=torch.arange(int(bins_per_sys.sum()) + 1, dtype=i64, device=device),
+        bin_ids=torch.arange(n_bins + 1, dtype=i64, device=device),
     )
 
 

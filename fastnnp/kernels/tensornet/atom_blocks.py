@@ -3,17 +3,25 @@
 Every per-atom kernel (:mod:`~fastnnp.kernels.tensornet.interaction_update`,
 :mod:`~fastnnp.kernels.tensornet.atom_tensors`) runs one program per block of
 ``block_atoms()`` atoms and :data:`BLOCK_CHANNELS` channels; the interpreter gets larger
-blocks (fewer numpy calls).
+blocks (fewer numpy calls). :func:`check_float32` is their inputs' dtype check.
 """
 
 import triton
 import triton.language as tl
+from torch import Tensor, float32
 
 from ..common.interpreter import interpreting
 
 GPU_BLOCK_ATOMS = 4
 INTERPRETER_BLOCK_ATOMS = 64
 BLOCK_CHANNELS = 32
+
+
+def check_float32(op: str, *tensors: Tensor) -> None:
+    """Refuse arguments of ``op`` that are not float32 (what the per-atom kernels compute in)."""
+    for t in tensors:
+        if t.dtype != float32:
+            raise ValueError(f"{op} runs float32 only, got {t.dtype}")
 
 
 def block_atoms() -> int:

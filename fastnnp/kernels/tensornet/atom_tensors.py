@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..common.compile_case import CompileCase
 from ..common.op_args import constant
-from .atom_blocks import atom_block, atom_launch, gpu_blocks
+from .atom_blocks import atom_block, atom_launch, check_float32, gpu_blocks
 from .components import compose, compose_t, decompose, decompose_t, load_components, squared_norm, store_components
 
 
@@ -201,16 +201,10 @@ def _embedding_grad(ctx, grad, grad_norm):
 _embedding_op.register_autograd(_embedding_grad, setup_context=_embedding_setup)
 
 
-def _float32(name: str, *tensors: Tensor) -> None:
-    for t in tensors:
-        if t.dtype != torch.float32:
-            raise ValueError(f"{name} runs float32 only, got {t.dtype}")
-
-
 def normalized(x: Tensor) -> Tensor:
     """``x`` [N, 10, F] components divided by (the squared norm of their tensor + 1), per atom
     and channel; the registered op ``torch.ops.fastnnp.normalized``."""
-    _float32("normalized", x)
+    check_float32("normalized", x)
     return _normalized_op(x.contiguous())
 
 
@@ -219,14 +213,14 @@ def embedding_components(messages: Tensor, type_terms: Tensor, self_loop: Tensor
     summed messages [N, 10, F], ``type_terms`` t = z_recv + z_send [N, F] and ``self_loop`` [F]
     the I filter at distance 0 (module docstring); the registered op
     ``torch.ops.fastnnp.embedding_components``."""
-    _float32("embedding_components", messages, type_terms, self_loop)
+    check_float32("embedding_components", messages, type_terms, self_loop)
     return _embedding_op(messages.contiguous(), type_terms.contiguous(), constant(self_loop))
 
 
 def readout_invariants(x: Tensor) -> Tensor:
     """(3 I^2 | |A|^2 | |S|^2) [N, 3F] of the tensors of ``x`` [N, 10, F]; the registered op
     ``torch.ops.fastnnp.readout_invariants``."""
-    _float32("readout_invariants", x)
+    check_float32("readout_invariants", x)
     return _readout_op(x.contiguous())
 
 

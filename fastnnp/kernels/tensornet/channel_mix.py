@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..common.compile_case import CompileCase
 from ..common.interpreter import interpreting
+from .atom_blocks import check_float32
 
 # GPU tile (atoms x output channels x input-channel slice), warps and pipeline stages, chosen
 # from ptxas at F=128 on sm_90 (80 registers, no spills, 37.5 % occupancy; 64 x 64 x 32 with
@@ -57,18 +58,14 @@ def _channel_mix_kernel(x_ptr, w_ptr, out_ptr, n_atoms, F, BM: tl.constexpr, BN:
     tl.store(out_ptr + rows + cols[None, :], acc, mask=atom_mask & (cols[None, :] < F))
 
 
-def _launch(x: Tensor, weights: Tensor) -> Tensor:
+@torch.library.custom_op("fastnnp::channel_mix", mutates_args=())
+def _channel_mix_op(x: Tensor, weights: Tensor, weights_t: Tensor) -> Tensor:
     n_atoms, _, F = x.shape
     out = torch.empty_like(x)
     options = _launch_options(F)
     grid = (triton.cdiv(n_atoms, options["BM"]), 10, triton.cdiv(F, options["BN"]))
     _channel_mix_kernel[grid](x, weights, out, n_atoms, F, **options)
     return out
-
-
-@torch.library.custom_op("fastnnp::channel_mix", mutates_args=())
-def _channel_mix_op(x: Tensor, weights: Tensor, weights_t: Tensor) -> Tensor:
-    return _launch(x, weights)
 
 
 @_channel_mix_op.register_fake
@@ -106,8 +103,7 @@ def mix_weights(linears) -> MixWeights:
 def channel_mix(x: Tensor, weights: MixWeights) -> Tensor:
     """``x`` [N, 10, F] components with each part's channels mixed by its linear (module
     docstring); differentiable in ``x``; the registered op ``torch.ops.fastnnp.channel_mix``."""
-    if x.dtype != torch.float32 or weights.weights.dtype != torch.float32:
-        raise ValueError(f"channel_mix runs float32 only, got {x.dtype} and {weights.weights.dtype}")
+    check_float32("channel_mix", x, weights.weights)
     return _channel_mix_op(x.contiguous(), weights.weights, weights.weights_t)
 
 

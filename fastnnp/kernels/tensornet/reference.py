@@ -10,7 +10,7 @@ weight tuples) and computes the kernel's output with the pure-torch model's publ
 * :func:`message_products` - ``Interaction.products`` as [N, 10, F] components;
 * :func:`residual_update` - ``Interaction.residual`` of the components' tensors, as components;
 * :func:`normalized`, :func:`channel_mix` - ``Interaction.mix`` on components;
-* :func:`embedding_components` - the first tensor ``TensorEmbedding.to_tensor`` forms, and its
+* :func:`embedding_components` - ``TensorEmbedding.first_tensor`` as components, and its
   squared norm (the input of ``TensorEmbedding.tensor_scales``);
 * :func:`readout_invariants` - ``TensorNet.invariants`` of components;
 * :func:`table_embedding_messages`, :func:`table_interaction_messages` - the table kernels'
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ...models.common.radial_table import RadialTable
-from ...models.tensornet.cartesian import compose, decompose, outer_six, six_to_symmetric, skew, squared_norm
+from ...models.tensornet.cartesian import compose, decompose, outer_six, squared_norm
 from ...models.tensornet.reference import (
     COMPONENT_GROUP,
     COMPONENTS,
@@ -113,14 +113,12 @@ def channel_mix(X: Tensor, linears) -> Tensor:
     return torch.cat([linear(X[:, part]) for linear, part in zip(linears, COMPONENTS, strict=True)], 1)
 
 
-def embedding_components(
-    embedding: TensorEmbedding, messages: Tensor, type_terms: Tensor, self_loop: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(components [N, 10, F] of the first tensor, its squared norm [N, F]) as
-    ``TensorEmbedding.to_tensor`` forms them, from the summed messages [N, 10, F] plus the self
-    loop's scalar ``self_loop`` [F] x ``type_terms`` [N, F]."""
+def embedding_components(messages: Tensor, type_terms: Tensor, self_loop: Tensor) -> tuple[Tensor, Tensor]:
+    """(components [N, 10, F] of ``TensorEmbedding.first_tensor``, its squared norm [N, F]),
+    from the summed messages [N, 10, F] plus the self loop's scalar ``self_loop`` [F] x
+    ``type_terms`` [N, F]."""
     scalar = messages[:, 0] + self_loop * type_terms
-    X = compose(scalar, skew(messages[:, 1:4]), decompose(six_to_symmetric(messages[:, 4:]))[2])
+    X = compose(*TensorEmbedding.first_tensor(scalar, messages[:, 1:4], messages[:, 4:]))
     return _components(X), squared_norm(X)
 
 

@@ -17,7 +17,7 @@ instead, everything else runs as this torch code on both paths:
   paths); per pair fused into the kernel ``embedding_messages``, as is ``pair_messages``
   with its half-list sum.
 * ``TensorEmbedding.to_tensor``: the summed messages -> the initial X. On Triton the first
-  tensor and its squared norm are the kernel ``embedding_components``, ``tensor_scales`` (the
+  tensor (``first_tensor``) and its squared norm are the kernel ``embedding_components``, ``tensor_scales`` (the
   norm MLP) stays torch, the linears are the kernel ``channel_mix``.
 * ``Interaction.mix``, ``Interaction.features``: normalised X, its mixed parts and their
   [N, 10, F] components (I, A as vector, S as six entries), the messages' input: kernels
@@ -154,13 +154,18 @@ class TensorEmbedding(nn.Module):
     def to_tensor(self, scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor]:
         """Atom-local: summed messages I [n, F], A as vector [n, 3, F], outer-product entries
         [n, 6, F] -> the initial tensor X [n, 3, 3, F]."""
-        sym = decompose(six_to_symmetric(outer))[2]
-        antisym = skew(vector)
+        scalar, antisym, sym = self.first_tensor(scalar, vector, outer)
         norm = self.tensor_scales(squared_norm(compose(scalar, antisym, sym)))
         scalar = self.linears_tensor[0](scalar) * norm[:, 0]
         antisym = self.linears_tensor[1](antisym) * norm[:, 1, None, None, :]
         sym = self.linears_tensor[2](sym) * norm[:, 2, None, None, :]
         return (compose(scalar, antisym, sym),)
+
+    @staticmethod
+    def first_tensor(scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Atom-local: summed messages -> the parts I [n, F], A, S [n, 3, 3, F] of the first
+        tensor (A = skew(vector), S the traceless part of the outer-product entries)."""
+        return scalar, skew(vector), decompose(six_to_symmetric(outer))[2]
 
     def tensor_scales(self, norm: Tensor) -> Tensor:
         """Atom-local: squared norms [n, F] of the first tensors -> the I, A, S scales [n, 3, F]
