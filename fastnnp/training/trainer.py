@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import gc
 import io
 import json
 import math
@@ -553,7 +554,15 @@ class Trainer:
                 return self.test()
         finally:
             if self.dist.owns_group:
-                dist.destroy_process_group()
+                self._leave_group()
+
+    def _leave_group(self) -> None:
+        """Drop the DistributedDataParallel wrapper, then the process group. The wrapper's reducer
+        holds the group; left to the interpreter's exit, its gloo threads are torn down after the group
+        and the process aborts ("terminate called without an active exception")."""
+        self.predictor = self.predictor.module
+        gc.collect()
+        dist.destroy_process_group()
 
     def _epoch(self) -> bool:
         """Train one epoch, validate (and test every ``test_interval``), log and checkpoint; True: stop."""
