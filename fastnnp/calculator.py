@@ -30,7 +30,8 @@ class FastNNPCalculator(Calculator):
     Results are in ASE units: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å), ``energies``
     (eV per atom, for models whose energy is a sum of atom terms), ``stress`` (eV/Å³, Voigt
     order xx yy zz yz xz xy, the strain derivative of the energy over the volume) for fully
-    periodic cells; an ensemble adds ``energy_std`` and ``forces_std`` (and ``stress_std``),
+    periodic cells, computed from the first call that asks for it on (MD that needs only
+    forces never pays for it; :meth:`calculate_batch` gives it for every periodic cell); an ensemble adds ``energy_std`` and ``forces_std`` (and ``stress_std``),
     the spread over its members.
 
     Each member runs a :class:`fastnnp.step.EnergyStep`: inputs validated once per topology
@@ -79,6 +80,7 @@ class FastNNPCalculator(Calculator):
         for member in self.members:
             use_verlet_skin(member, (_default_skin(member) if skin is None else skin) / self.length_factor)
         self.first_call_seconds: Optional[float] = None
+        self._stress_asked = False
         self._inputs_cache: Optional[tuple[tuple, tuple[Tensor, Tensor, Tensor]]] = None
         self._steps: dict[int, tuple[tuple, Union[EnergyStep, GraphedStep]]] = {}
 
@@ -98,9 +100,11 @@ class FastNNPCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic = _periodicity(atoms, properties)
+        # once asked for, the stress is computed with every call (ASE's NPT asks for forces, then stress)
+        self._stress_asked = self._stress_asked or "stress" in properties
         results = self._evaluate(
             [atoms.numbers], [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
-            "energies" in properties,
+            "energies" in properties, periodic and self._stress_asked,
         )
         self.results = {name: value[0] for name, value in results.items()}
 
@@ -126,7 +130,7 @@ class FastNNPCalculator(Calculator):
                 chosen = [images[k] for k in group]
                 results = self._evaluate(
                     [a.numbers for a in chosen], [a.positions for a in chosen], [a.cell.array for a in chosen] if periodic else None,
-                    [self._charge(a) for a in chosen], want_energies,
+                    [self._charge(a) for a in chosen], want_energies, periodic,
                 )
                 for slot, k in enumerate(group):
                     output[k] = {name: value[slot] for name, value in results.items()}
@@ -140,45 +144,48 @@ class FastNNPCalculator(Calculator):
         cells: Optional[list[np.ndarray]],
         charges: list[float],
         want_energies: bool,
+        want_stress: bool,
     ) -> dict[str, list]:
-        """Energies, forces and (with cells) stresses of several systems in one model call;
-        each result is a list with one entry per system, in ASE units. Per call, positions
+        """Energies, forces and, where wanted, stresses and per-atom energies of several systems in one
+        model call; each result is a list with one entry per system, in ASE units. Per call, positions
         (and cells) go to the device and one flat tensor of results comes back."""
         start = time.perf_counter()
         z, batch, q = self._topology(numbers, charges)
         to_model = dict(dtype=self.dtype, device=self.device)
         pos = torch.as_tensor(np.concatenate(positions) / self.length_factor, **to_model)
         box = None if cells is None else torch.as_tensor(np.stack(cells) / self.length_factor, **to_model)
-        members = [self._member_results(m, z, pos, batch, box, q, want_energies) for m in self.members]
+        properties = ("energy", "forces") + ("energies",) * want_energies + ("stress",) * want_stress
+        members = [self._member_results(m, z, pos, batch, box, q, properties) for m in self.members]
         host = _to_host(_combine(members))
         if self.first_call_seconds is None:
             self.first_call_seconds = time.perf_counter() - start
         return _split(host, [len(n) for n in numbers])
 
-    def _member_results(self, member: NeuralPotential, z, pos, batch, box, q, want_energies: bool) -> dict[str, Tensor]:
-        """One member's energy [S], forces [N, 3], stress [S, 6] and atom energies [N] in ASE units."""
-        if want_energies and not member.has_atom_energies:
+    def _member_results(self, member: NeuralPotential, z, pos, batch, box, q, properties: tuple[str, ...]) -> dict[str, Tensor]:
+        """One member's energy [S], forces [N, 3] and, among ``properties``, stress [S, 6] and atom
+        energies [N] in ASE units."""
+        if "energies" in properties and not member.has_atom_energies:
             raise PropertyNotImplementedError(
                 "per-atom energies need a summed scalar head without post-reduction priors (ZBL, D2, Coulomb)"
             )
-        terms = self._step(member, z, pos, batch, box, q).run(pos, box)
+        terms = self._step(member, z, pos, batch, box, q, properties).run(pos, box)
         results = {
             "energy": terms.energy[:, 0] * self.energy_factor,
             "forces": terms.forces * (self.energy_factor / self.length_factor),
         }
-        if box is not None:
+        if "stress" in properties:
             results["stress"] = _voigt(terms.stress) * (self.energy_factor / self.length_factor**3)
-        if want_energies:
+        if "energies" in properties:
             results["energies"] = terms.atom_energy * self.energy_factor
         return results
 
-    def _step(self, member: NeuralPotential, z, pos, batch, box, q) -> Union[EnergyStep, GraphedStep]:
+    def _step(self, member: NeuralPotential, z, pos, batch, box, q, properties: tuple[str, ...]) -> Union[EnergyStep, GraphedStep]:
         """The member's step for this topology (the tensors of :meth:`_topology`, the cell's
         shape): validated once, then sync-free; on CUDA a Triton member's step is a CUDA graph."""
-        key = (id(z), id(batch), id(q), None if box is None else box.shape)
+        key = (id(z), id(batch), id(q), None if box is None else box.shape, properties)
         cached = self._steps.get(id(member))
         if cached is None or cached[0] != key:
-            step = EnergyStep(member, z, pos, batch, box, q)
+            step = EnergyStep(member, z, pos, batch, box, q, properties)
             if pos.device.type == "cuda" and member._planned_searches():
                 step = GraphedStep(step)
             self._steps[id(member)] = cached = (key, step)

@@ -43,14 +43,17 @@ def strained_derivatives(
     batch: Tensor,
     box: Optional[Tensor] = None,
     create_graph: bool = False,
+    stress: bool = True,
 ) -> EnergyDerivatives:
     """:func:`energy_derivatives` of ``energy_terms(pos, box) -> (energy [S, 1], atom energy
-    [N] or None)``, a model's energy at strained positions and cell; ``batch`` [N] int64."""
+    [N] or None)``, a model's energy at strained positions and cell; ``batch`` [N] int64.
+    ``stress=False`` skips the strain (stress None, the energy and forces unchanged)."""
+    stress = stress and box is not None
     with torch.enable_grad():
         pos = pos.detach().requires_grad_(True)
         inputs = [pos]
         strained_pos, strained_box = pos, box
-        if box is not None:
+        if stress:
             strain = torch.zeros_like(box, requires_grad=True)
             symmetric = 0.5 * (strain + strain.transpose(-2, -1))
             if box.dim() == 2:
@@ -62,14 +65,14 @@ def strained_derivatives(
         energy, atom_energy = energy_terms(strained_pos, strained_box)
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
-    stress = None
-    if box is not None:
+    stress_tensor = None
+    if stress:
         strain_derivative = grads[1] if grads[1] is not None else torch.zeros_like(box)
         # |a . (b x c)|: no factorisation, whose error check would sync on a GPU
         volume = (box[..., 0, :] * torch.linalg.cross(box[..., 1, :], box[..., 2, :])).sum(-1).abs().detach()
-        stress = strain_derivative / (volume if box.dim() == 2 else volume[:, None, None])
-        stress = stress.reshape(-1, 3, 3)
+        stress_tensor = strain_derivative / (volume if box.dim() == 2 else volume[:, None, None])
+        stress_tensor = stress_tensor.reshape(-1, 3, 3)
     if not create_graph:
         energy = energy.detach()
         atom_energy = None if atom_energy is None else atom_energy.detach()
-    return EnergyDerivatives(energy, atom_energy, forces, stress)
+    return EnergyDerivatives(energy, atom_energy, forces, stress_tensor)

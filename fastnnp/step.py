@@ -2,8 +2,8 @@
 
 ``step = EnergyStep(model, z, pos, batch, box, q)`` validates the topology once (atomic
 numbers, systems, charges, the cell's shape; host syncs allowed). Then ``step(pos, box)``
-computes energy, forces, per-atom energies (where the model has them) and, with a box, the
-stress with no device→host sync: only shape, dtype and device are checked on the host;
+computes the energy, the forces and, asked for in ``properties`` (ASE's names), the per-atom
+energies (``"energies"``) and the stress (``"stress"``, with a box) with no device→host sync: only shape, dtype and device are checked on the host;
 non-finite positions or cell entries, a neighbour table that overflowed and a search grid the
 cell outgrew are flagged in a 0-d int32 ``status`` on the device
 (:class:`fastnnp.status.StepStatus`). Such a call can be captured in a CUDA graph.
@@ -13,6 +13,7 @@ results are never truncated or wrong. :class:`GraphedStep` replays a step as a C
 (what :class:`fastnnp.FastNNPCalculator` and the benchmark's ``fastnnp-triton-graph`` row use).
 """
 
+from collections.abc import Collection
 from typing import NamedTuple, Optional
 
 import torch
@@ -31,10 +32,16 @@ class StepResult(NamedTuple):
     status: Tensor
 
 
+PROPERTIES = frozenset({"energy", "forces", "energies", "stress"})
+
+
 class EnergyStep:
     """Sync-free energy and derivatives of ``model`` for the topology ``z`` [N], ``batch`` [N]
     (default one system), ``q`` [n_systems] and the shape of ``box`` (module docstring).
-    ``pos`` [N, 3] (and ``box``) are a first configuration, validated like every model input."""
+    ``pos`` [N, 3] (and ``box``) are a first configuration, validated like every model input.
+    ``properties``: energy and forces always; ``"energies"`` adds the per-atom energies (models
+    with a per-atom split), ``"stress"`` the stress (a box needed); what is not asked for is
+    None in the results and costs nothing."""
 
     def __init__(
         self,
@@ -44,11 +51,22 @@ class EnergyStep:
         batch: Optional[Tensor] = None,
         box: Optional[Tensor] = None,
         q: Optional[Tensor] = None,
+        properties: Collection[str] = ("energy", "forces"),
     ):
+        unknown = set(properties) - PROPERTIES
+        if unknown:
+            raise ValueError(f"unknown properties {sorted(unknown)}; a step computes {sorted(PROPERTIES)}")
+        if "stress" in properties and box is None:
+            raise ValueError("the stress needs a box (a periodic cell)")
+        if "energies" in properties and not model.has_atom_energies:
+            raise ValueError(
+                "per-atom energies need a summed scalar head without post-reduction priors (ZBL, D2, Coulomb)"
+            )
         self.model = model
         self.z, self.batch, self.q, self.n_systems = model._checked(z, pos, batch, box, q)
+        self.stress = "stress" in properties
         self.atoms_per_system = (
-            torch.bincount(self.batch, minlength=self.n_systems) if model.has_atom_energies else None
+            torch.bincount(self.batch, minlength=self.n_systems) if "energies" in properties else None
         )
         self.pos_meta = (pos.shape, pos.dtype, pos.device)
         self.box_shape = None if box is None else box.shape
@@ -63,9 +81,10 @@ class EnergyStep:
                 self.z, strained_pos, self.batch, strained_box, self.q, self.n_systems, self.atoms_per_system
             )
 
-        result = strained_derivatives(energy_terms, pos, self.batch, box)
-        finite = torch.isfinite(pos).all() if box is None else torch.isfinite(pos).all() & torch.isfinite(box).all()
-        status = status_tensor({StepStatus.NONFINITE: ~finite})
+        result = strained_derivatives(energy_terms, pos, self.batch, box, stress=self.stress)
+        # x - x is 0 for a finite sum, NaN where an entry (or the sum) is not finite; settle() names the entry
+        total = pos.sum() if box is None else pos.sum() + box.sum()
+        status = status_tensor({StepStatus.NONFINITE: (total - total) != 0})
         searched = model.search_status()
         return StepResult(result, status if searched is None else status | searched)
 
@@ -77,8 +96,9 @@ class EnergyStep:
         """Read ``status`` (one sync): raise ValueError naming the bad input where a position or
         the cell is not finite; else :meth:`NeuralPotential.settle` (True: the results stand)."""
         if StepStatus(int(status)) & StepStatus.NONFINITE:
-            check_inputs(self.z, pos, self.batch, box, self.q, self.model.max_z, self.model.dtype)
-            raise ValueError("the positions or the box are not finite")  # check_inputs names which
+            check_inputs(self.z, pos, self.batch, box, self.q, self.model.max_z, self.model.dtype)  # names the entry
+            raise ValueError(f"the positions and cell entries are finite but their sum is not in {pos.dtype}: "
+                             "coordinates this large are not a structure")
         return self.model.settle(status)
 
     def _check_shapes(self, pos: Tensor, box: Optional[Tensor]) -> None:

@@ -56,6 +56,20 @@ def test_results_are_the_models_in_ase_units(tensornet64):
     assert atoms.get_stress(voigt=False).shape == (3, 3)
 
 
+def test_stress_is_computed_from_the_first_call_that_asks_for_it():
+    """MD asking for forces pays no stress; after one get_stress every call brings it (NPT then
+    evaluates once per step, not twice)."""
+    atoms = triclinic_cell(3)
+    atoms.calc = FastNNPCalculator(TENSORNET, **F64)
+    atoms.get_forces()
+    assert "stress" not in atoms.calc.results
+    stress = atoms.get_stress()
+    atoms.positions[0, 0] += 0.01
+    atoms.get_forces()
+    assert "stress" in atoms.calc.results
+    assert np.abs(atoms.calc.results["stress"] - stress).max() > 0
+
+
 def test_units_convert_model_units_to_ev_and_angstrom():
     atoms = reference_molecule(0)
     atoms.calc = FastNNPCalculator(TENSORNET, **F64)

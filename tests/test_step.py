@@ -132,11 +132,33 @@ def test_reference_backend_gives_the_same_derivatives(data_dir):
     """On the torch path the step is the checked energy_derivatives, minus the per-call checks."""
     model = fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", backend="torch")
     z, pos, batch, box = _triclinic_box()
-    result = EnergyStep(model, z, pos, batch, box).run(pos, box)
+    result = EnergyStep(model, z, pos, batch, box, properties=("energy", "forces", "energies", "stress")).run(pos, box)
     expected = fastnnp.derivatives.energy_derivatives(model, z, pos, torch.zeros_like(z), box)
-    for got, want in zip(result, expected):
-        if want is not None:
-            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for got, want in zip(result, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_what_is_not_asked_for_is_not_computed(data_dir):
+    """By default a step gives energy and forces only (MD's step); the same numbers as with the stress."""
+    model = fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", backend="torch")
+    z, pos, batch, box = _triclinic_box()
+    plain = EnergyStep(model, z, pos, batch, box).run(pos, box)
+    full = EnergyStep(model, z, pos, batch, box, properties=("stress", "energies")).run(pos, box)
+    assert plain.stress is None and plain.atom_energy is None
+    assert full.stress.shape == (1, 3, 3) and full.atom_energy.shape == z.shape
+    torch.testing.assert_close(plain.energy, full.energy, rtol=0, atol=0)
+    torch.testing.assert_close(plain.forces, full.forces, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "properties, box, message",
+    [(("forces", "virial"), None, "unknown properties \\['virial'\\]"), (("stress",), None, "stress needs a box")],
+)
+def test_properties_a_step_cannot_give_are_refused(data_dir, properties, box, message):
+    model = fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", backend="torch")
+    z, pos, _, _ = _open_molecule()
+    with pytest.raises(ValueError, match=message):
+        EnergyStep(model, z, pos, None, box, properties=properties)
 
 
 def test_graphed_step_needs_cuda(triton_model):
