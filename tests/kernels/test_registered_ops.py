@@ -13,7 +13,8 @@ OPS = (
     "bin_atoms", "neighbor_search", "embedding_messages", "embedding_messages_backward", "interaction_messages",
     "interaction_messages_backward", "message_products", "message_products_backward", "residual_update",
     "residual_update_backward", "channel_mix", "normalized", "normalized_backward", "embedding_components",
-    "embedding_components_backward", "readout_invariants", "readout_invariants_backward",
+    "embedding_components_backward", "readout_invariants", "readout_invariants_backward", "table_vectors",
+    "table_vectors_backward",
 )
 
 

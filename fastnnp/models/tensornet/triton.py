@@ -39,7 +39,7 @@ from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_mes
 from ...kernels.tensornet.atom_tensors import embedding_components, normalized, readout_invariants
 from ...kernels.tensornet.channel_mix import MixWeights, channel_mix, mix_weights
 from ...kernels.tensornet.interaction_update import message_products, residual_update
-from ...kernels.common.neighbor_search import table_vectors
+from ...kernels.common.table_vectors import table_vectors
 from ...kernels.common.op_args import constant
 from ...kernels.common.search_plan import PlannedTableSearch
 from ..common.activations import kernel_code
@@ -124,8 +124,7 @@ class TritonTensorNet(TensorNet):
             box=None if box is None else constant(box),
         )
         vec = table_vectors(table, pos, batch, box)
-        atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
-        charge_factor = 1 + 0.1 * atom_charge
+        charge_factor = pos.new_ones(pos.shape[0]) if q is None else 1 + 0.1 * q.to(pos.dtype)[batch]
         constants = self.kernel_constants()
         X = self._embed(z, vec, table.neighbors, table.counts, constants)
         for layer in constants.layers:
