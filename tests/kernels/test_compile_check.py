@@ -11,10 +11,11 @@ import pytest
 from fastnnp.kernels.common.occupancy import occupancy
 from fastnnp.kernels.common.resources import PtxasFigures, parse_ptxas_log
 
-# Compile cases at each feature width: the binning (2 kernels, periodic and open) and the neighbour
+# Compile cases at each feature width: the binning (2 kernels, periodic and open; the cell kernel), the neighbour
 # search, the embedding's and the interactions' message kernels (radial MLP and radial table, forward
-# and backward each), the four update kernels, the channel-mixing GEMM and the six atom-tensor kernels.
-KERNELS = 4 + 1 + 8 + 4 + 1 + 6
+# and backward each), the four update kernels, the channel-mixing GEMM, the six atom-tensor kernels and
+# the edge vectors (forward, backward).
+KERNELS = 4 + 1 + 1 + 8 + 4 + 1 + 6 + 2
 
 
 def test_kernels_compile_for_h100(tmp_path):
