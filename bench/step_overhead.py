@@ -1,7 +1,8 @@
 """Per-call overhead of a steady-state Triton energy+forces call, counted on CPU under Triton's
 interpreter (ops issued by the interpreter itself not counted): aten ops, device→host syncs,
 kernel launches (fastnnp's registered ops) and glue bytes per atom (inputs + outputs of the
-aten ops that are not views), for the plain model call and for :class:`fastnnp.step.EnergyStep`.
+aten ops that are not views), for the plain model call and for :class:`fastnnp.step.EnergyStep`
+(energy and forces: an MD step; and with the stress).
 
     TRITON_INTERPRET=1 python bench/step_overhead.py [--output bench/results --name step_overhead]
 """
@@ -41,10 +42,13 @@ def measure(preset: str, system_name: str, folder: str) -> dict:
     box = torch.as_tensor(system.atoms.cell.array, dtype=torch.float32)[None] if system.atoms.pbc.any() else None
     batch = torch.as_tensor(system.batch)
     step = EnergyStep(model, z, pos, batch, box)
+    stress_step = EnergyStep(model, z, pos, batch, box, properties=("energy", "forces", "stress"))
     for _ in range(2):
         model(z, pos, batch, box=box)
         step.run(pos, box)
-    rows = {"model call": _count(lambda: model(z, pos, batch, box=box)), "EnergyStep": _count(lambda: step(pos, box))}
+        stress_step.run(pos, box)
+    rows = {"model call": _count(lambda: model(z, pos, batch, box=box)), "EnergyStep": _count(lambda: step(pos, box)),
+            "EnergyStep + stress": _count(lambda: stress_step(pos, box))}
     for row in rows.values():
         row["glue_bytes_per_atom"] = row.pop("glue_bytes") / len(z)
     return dict(model=preset, system=system_name, atoms=len(z), rows=rows)
