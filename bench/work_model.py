@@ -151,16 +151,22 @@ def neighbor_search(s: Shape) -> Step:
 
 
 def edge_glue(s: Shape) -> list[Step]:
-    """Torch work on the [N, K] table, at its minimum (each array once; the torch ops move more)."""
+    """The [N, K] table's edge vectors (``kernels/common/table_vectors.py``) and the torch work
+    around them, at its minimum (each array once)."""
     K, L = s.capacity, s.layers
+    E = s.edges
     return [
-        # _empty_table writes neighbours (4) and images (12) of all K slots; table_vectors reads
-        # them and writes vec [N, K, 3] (12).
-        Step("table init + edge vectors", "forward", "torch", 0, 3 * K, 16 * K + 16 * K + 12 * K),
+        # _empty_table writes neighbours (4) and images (12) of all K slots.
+        Step("table init", "forward", "torch", 0, 0, 16 * K),
+        # table_vectors: d = p_i - p_j (3), minus images @ box (15) per slot; neighbours (4) and
+        # images (12) read, vec (12) written per slot; the sender's position gathered (12 per edge).
+        Step("table_vectors", "forward", "kernel", 0, 18 * K, 28 * K, 12 * E),
         # Each of the 1 + L backward kernels' grad_vec starts as zeros (12); autograd sums the
-        # 1 + L edge-vector gradients (12 each) and scatters them to the positions by sender (4).
-        Step("grad_vec zeros + edge vectors backward", "backward", "torch", 0, (1 + L) * 3 * K,
-             (1 + L) * 12 * K + (1 + L) * 12 * K + 4 * K),
+        # 1 + L edge-vector gradients (12 each).
+        Step("grad_vec zeros + sum", "backward", "torch", 0, L * 3 * K, (1 + L) * 12 * K + (1 + L) * 12 * K),
+        # table_vectors backward: g read (12) and neighbours (4) per slot, the row sum (3) and the
+        # negation (3); atomic adds to the sender (12 per edge) and the receiver (12 per atom).
+        Step("table_vectors", "backward", "kernel", 0, 6 * K, 16 * K + 12, 12 * E),
     ]
 
 
@@ -315,7 +321,8 @@ def atom_kernels(s: Shape) -> list[Step]:
     readout, readout_backward = 9 + 18 + 15, 27 + 14 + 22 + 8
     # binning: fractional coordinates (15), floor and wrap (21), u (6), bins (12), key (4) per atom in
     # each of the two kernels (float64, counted at the fp32 rate); pos read (12) twice, key written
-    # and read (16), sorted pos, atom, bin, shift, sys written (16 + 4 + 24 + 16 + 4).
+    # and read (16), sorted pos, atom, bin, shift, sys written (16 + 4 + 24 + 16 + 4). The cell
+    # kernel's work is per system (a 3 x 3 inverse and heights): nothing per atom.
     binning = 58
     return [
         Step("bin_atoms", "forward", "kernel", 0, 2 * binning, 24 + 16 + 64),
