@@ -62,6 +62,11 @@ step below); the vectors are then recomputed from the caller's tensors with diff
    mirrors them (the two directions get bit-identical lengths), adds the self loops and sorts
    by a single packed int64 key (:func:`_mirror_and_sort`).
 
+Open systems of at most :data:`ALL_PAIRS_ATOMS` atoms each (a batch's systems one after
+another) skip steps 1-4: every pair of the same system is a candidate for the exact filter
+(O(Σ n_s²), at most ``_CHUNK`` candidates, a dozen ops: small molecules are bound by the cell
+list's op count, not its work).
+
 Work and memory are O(N + E): about 3.7 candidates per kept pair for dense systems, no
 array over all bins x all atoms, no neighbour cap. All systems of a batch are processed
 together (no Python loop over systems or atoms; the Python loops run over bin offsets only).
@@ -76,6 +81,10 @@ from .cells import bin_coords, bin_starts, cell_frame, sort_into_bins
 from .checks import check_search_inputs
 from .edges import edge_vectors, safe_norm, within_cutoffs
 
+# Open systems of at most this many atoms (stored one after another in a batch) test every pair
+# of the same system, at most _CHUNK candidates in all (a dozen ops; the cell list costs ~200
+# small ops, which dominate a call on a small molecule).
+ALL_PAIRS_ATOMS = 256
 # Largest number of candidate pairs expanded at once (bounds the peak memory of the search).
 _CHUNK = 1 << 21
 # Bins per cutoff: bins are at least cutoff / _SUB wide, neighbours are searched _SUB bins away.
@@ -131,7 +140,8 @@ def neighbor_list(
 
     with torch.no_grad():
         # One direction of every pair (original atom indices, image of the sender).
-        i, j, image = _search(pos, batch, box, periodic, cu, cl)
+        pairs = _all_pairs(batch) if box is None else None
+        i, j, image = _search(pos, batch, box, periodic, cu, cl) if pairs is None else pairs
         # Exact filter on the very values that will be returned (the search used a slightly
         # larger cutoff). Both directions get bit-identical lengths, so filter before mirroring.
         if i.numel() > 0:
@@ -233,6 +243,26 @@ def _search(
     del out_j
     image = torch.cat(out_img)
     return i, j, image
+
+
+def _all_pairs(batch: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+    """Every pair i < j of the same system (open boundaries: image 0), as candidates for the
+    exact filter; None (use the cell list) unless each system is at most ALL_PAIRS_ATOMS
+    consecutive atoms and there are at most _CHUNK candidates."""
+    device = batch.device
+    if batch.shape[0] == 0:
+        return _no_pairs(device)
+    sizes = torch.bincount(batch)
+    largest = int(sizes.max())
+    if largest > ALL_PAIRS_ATOMS or sizes.shape[0] * largest * (largest - 1) // 2 > _CHUNK:
+        return None
+    if not bool((batch[1:] >= batch[:-1]).all()):
+        return None
+    a, b = torch.triu_indices(largest, largest, 1, device=device)
+    starts = (torch.cumsum(sizes, 0) - sizes)[:, None]
+    inside = b[None, :] < sizes[:, None]  # [S, pairs of the largest system]
+    i, j = (starts + a)[inside], (starts + b)[inside]
+    return i, j, torch.zeros(i.shape[0], 3, dtype=torch.long, device=device)
 
 
 def _no_pairs(device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:

@@ -15,6 +15,15 @@ from fastnnp.neighbors import cell_list as nbmod
 from fastnnp.neighbors import NeighborList, neighbor_list
 
 
+@pytest.fixture(autouse=True, params=["all-pairs", "cell-list"])
+def search_path(request, monkeypatch):
+    """Every test runs on both searches for open systems: small molecules take the all-pairs path
+    by default; ALL_PAIRS_ATOMS = 0 forces the cell list."""
+    if request.param == "cell-list":
+        monkeypatch.setattr(nbmod, "ALL_PAIRS_ATOMS", 0)
+    return request.param
+
+
 # --------------------------------------------------------------------------------------
 # helpers
 
@@ -553,3 +562,25 @@ def test_bad_other_inputs():
         neighbor_list(pos, batch[:3], 2.0)
     with pytest.raises(ValueError, match="non-finite"):
         neighbor_list(torch.full((4, 3), float("inf")), batch, 2.0)
+
+
+def test_small_open_systems_take_the_all_pairs_path(search_path, monkeypatch):
+    """A batch of small molecules (consecutive systems) is searched by all pairs, unless a
+    system is too large or the batch is not in system order; every path gives the same list."""
+    calls = []
+    original = nbmod._search
+    monkeypatch.setattr(nbmod, "_search", lambda *a: calls.append(1) or original(*a))
+    gen = torch.Generator().manual_seed(5)
+    pos = torch.randn(40, 3, generator=gen, dtype=torch.float64) * 2
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor([7, 13, 1, 19]))
+    result = neighbor_list(pos, batch, 2.5, 0.3, loop=True)
+    assert calls == ([] if search_path == "all-pairs" else [1])
+    expected = reference(pos.numpy(), batch.numpy(), 2.5, 0.3, loop=True)
+    got = {(int(i), int(j), (0, 0, 0)) for i, j in result.edge_index.T}
+    assert got == set(expected) and len(got) == result.edge_index.shape[1]
+    shuffled = batch.flip(0)  # not in system order: the cell list
+    calls.clear()
+    flipped = neighbor_list(pos, shuffled, 2.5, 0.3, loop=True)
+    assert calls == [1]
+    assert {(int(i), int(j), (0, 0, 0)) for i, j in flipped.edge_index.T} == set(
+        reference(pos.numpy(), shuffled.numpy(), 2.5, 0.3, loop=True))
