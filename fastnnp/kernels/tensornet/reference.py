@@ -2,17 +2,20 @@
 
 Each function takes the kernel's inputs (a neighbour table's edges as ``(receiver, slot,
 sender)`` from :func:`table_edges`, the reference model's modules instead of the kernels'
-weight tuples) and computes the kernel's output with the pure-torch model's public steps
-(:mod:`fastnnp.models.tensornet.reference`), differentiably, in the inputs' dtype:
+weight tuples) and computes the kernel's output differentiably, in the inputs' dtype. The
+atom-local steps are written here in TorchMD-Net's own form, on [N, 3, 3, F] tensors
+(:mod:`fastnnp.models.tensornet.cartesian`), independent of the components algebra the torch
+and Triton paths share (:mod:`fastnnp.models.tensornet.component_algebra`); the radial filters
+are the reference model's (``distance_filter``):
 
-* :func:`embedding_messages` - ``TensorEmbedding.pair_messages`` summed over the edges;
+* :func:`embedding_messages` - the embedding's messages summed over the edges;
 * :func:`interaction_messages` - ``Interaction.distance_filter`` times the senders' features;
-* :func:`message_products` - ``Interaction.products`` as [N, 10, F] components;
-* :func:`residual_update` - ``Interaction.residual`` of the components' tensors, as components;
-* :func:`normalized`, :func:`channel_mix` - ``Interaction.mix`` on components;
-* :func:`embedding_components` - ``TensorEmbedding.first_tensor`` as components, and its
-  squared norm (the input of ``TensorEmbedding.tensor_scales``);
-* :func:`readout_invariants` - ``TensorNet.invariants`` of components;
+* :func:`message_products` - the O(3)/SO(3) products, normalised, as [N, 10, F] components;
+* :func:`residual_update` - X + dX + c dX dX, as components;
+* :func:`normalized`, :func:`channel_mix` - the normalisation and the mixing linears;
+* :func:`embedding_components` - the embedding's first tensor as components, and its squared
+  norm (the input of ``TensorEmbedding.tensor_scales``);
+* :func:`readout_invariants` - the readout's invariants (3 I^2 | |A|^2 | |S|^2);
 * :func:`table_embedding_messages`, :func:`table_interaction_messages` - the table kernels'
   references: the same messages with the radial filter read from a
   :class:`~fastnnp.models.common.radial_table.RadialTable` (its own torch lookup, evaluated in
@@ -28,17 +31,32 @@ import torch
 from torch import Tensor, nn
 
 from ...models.common.radial_table import RadialTable
-from ...models.tensornet.cartesian import compose, decompose, outer_six, squared_norm
-from ...models.tensornet.reference import (
-    COMPONENT_GROUP,
-    COMPONENTS,
-    Interaction,
-    TensorEmbedding,
-    TensorNet,
-    features_to_tensor,
+from ...models.tensornet.cartesian import (
+    channel_matmul,
+    compose,
+    decompose,
+    outer_six,
+    six_to_symmetric,
+    skew,
+    skew_to_vector,
+    squared_norm,
+    symmetric_to_six,
 )
+from ...models.tensornet.component_algebra import COMPONENT_GROUP, PARTS
+from ...models.tensornet.reference import Interaction, TensorEmbedding
 
 Edges = tuple[Tensor, Tensor, Tensor]
+
+
+def to_tensors(components: Tensor) -> Tensor:
+    """Components [N, 10, F] (I, A as vector, S as six entries) -> tensors [N, 3, 3, F]."""
+    return compose(components[:, 0], skew(components[:, 1:4]), six_to_symmetric(components[:, 4:]))
+
+
+def to_components(X: Tensor) -> Tensor:
+    """Tensors [N, 3, 3, F] -> components [N, 10, F] of their I, A and S."""
+    scalar, antisym, sym = decompose(X)
+    return torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
 
 
 def table_edges(neighbors: Tensor, counts: Tensor, rows: Optional[Tensor] = None) -> Edges:
@@ -52,6 +70,18 @@ def table_edges(neighbors: Tensor, counts: Tensor, rows: Optional[Tensor] = None
     return receiver, slot, neighbors[receiver, slot].long()
 
 
+def _embedding_messages(filters: Tensor, v: Tensor, distance: Tensor, z_recv: Tensor, z_send: Tensor, edges: Edges) -> Tensor:
+    """Summed messages [N, 10, F] of the edges with radial weights ``filters`` [E, 3, F]:
+    I = f_0 t, A = f_1 t u, S = f_2 t (u u^T as six entries), t = z_recv[i] + z_send[j]."""
+    receiver, _, sender = edges
+    unit = v / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
+    factors = filters * (z_recv[receiver] + z_send[sender])[:, None, :]
+    messages = torch.cat(
+        (factors[:, :1], factors[:, 1, None, :] * unit[:, :, None], factors[:, 2, None, :] * outer_six(unit)[:, :, None]), 1
+    )
+    return z_recv.new_zeros(z_recv.shape[0], 10, z_recv.shape[1]).index_add(0, receiver, messages)
+
+
 def embedding_messages(
     embedding: TensorEmbedding, expansion: nn.Module, vec: Tensor, z_recv: Tensor, z_send: Tensor, edges: Edges
 ) -> Tensor:
@@ -60,11 +90,10 @@ def embedding_messages(
     ``vec`` [N, K, 3] the table's edge vectors, ``z_recv``/``z_send`` [N, F] the atom-type
     terms (``TensorEmbedding.atom_terms``), ``expansion`` the model's radial basis.
     """
-    receiver, slot, sender = edges
+    receiver, slot, _ = edges
     v = vec[receiver, slot]
-    scalar, vector, outer = embedding.pair_messages(expansion, receiver, sender, v, v.norm(dim=-1), z_recv, z_send)[:3]
-    messages = torch.cat((scalar[:, None], vector, outer), 1)
-    return z_recv.new_zeros(z_recv.shape[0], 10, z_recv.shape[1]).index_add(0, receiver, messages)
+    distance = v.norm(dim=-1)
+    return _embedding_messages(embedding.distance_filter(expansion, distance), v, distance, z_recv, z_send, edges)
 
 
 def interaction_messages(
@@ -81,50 +110,48 @@ def interaction_messages(
 def message_products(
     messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str
 ) -> Tensor:
-    """Normalised components [N, 10, F] of the O(3)/SO(3) product; arguments as the kernel's
-    (``self_loop`` [3, F], ``charge_factor`` [N])."""
-    parts = Interaction.products(
-        messages, features, features_to_tensor(features), self_loop, charge_factor[:, None, None, None], group
-    )
-    return Interaction.features(*parts)
-
-
-def _components(X: Tensor) -> Tensor:
-    """Tensors [N, 3, 3, F] -> their components [N, 10, F]."""
-    return Interaction.features(*decompose(X))
+    """Normalised components [N, 10, F] of the O(3) product c (M Y + Y M) or the SO(3) product
+    2 Y M (M the messages plus the self loop's, Y the features); arguments as the kernel's
+    (``self_loop`` [3, F], ``charge_factor`` c [N])."""
+    M = to_tensors(messages + self_loop[COMPONENT_GROUP.to(features.device)] * features)
+    Y = to_tensors(features)
+    if group == "O(3)":
+        C = charge_factor[:, None, None, None] * (channel_matmul(M, Y) + channel_matmul(Y, M))
+    else:
+        C = 2 * channel_matmul(Y, M)
+    return to_components(C / (squared_norm(C) + 1)[:, None, None, :])
 
 
 def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Tensor:
     """Components [N, 10, F] of X + dX + c dX dX, X and dX the tensors of the components ``X``
     and ``components`` [N, 10, F], c ``charge_factor`` [N]."""
-    return _components(
-        Interaction.residual(features_to_tensor(X), features_to_tensor(components), charge_factor[:, None, None, None])
-    )
+    dX = to_tensors(components)
+    return to_components(to_tensors(X) + dX + charge_factor[:, None, None, None] * channel_matmul(dX, dX))
 
 
 def normalized(X: Tensor) -> Tensor:
-    """Components [N, 10, F] divided by their tensors' squared norm + 1 (``Interaction.mix``'s
-    normalisation)."""
-    return X / (squared_norm(features_to_tensor(X)) + 1)[:, None, :]
+    """Components [N, 10, F] divided by their tensors' squared norm + 1."""
+    return X / (squared_norm(to_tensors(X)) + 1)[:, None, :]
 
 
 def channel_mix(X: Tensor, linears) -> Tensor:
     """The three bias-free linears (I, A, S) on the parts of components [N, 10, F]."""
-    return torch.cat([linear(X[:, part]) for linear, part in zip(linears, COMPONENTS, strict=True)], 1)
+    return torch.cat([linear(X[:, part]) for linear, part in zip(linears, PARTS, strict=True)], 1)
 
 
 def embedding_components(messages: Tensor, type_terms: Tensor, self_loop: Tensor) -> tuple[Tensor, Tensor]:
-    """(components [N, 10, F] of ``TensorEmbedding.first_tensor``, its squared norm [N, F]),
-    from the summed messages [N, 10, F] plus the self loop's scalar ``self_loop`` [F] x
-    ``type_terms`` [N, F]."""
+    """(components [N, 10, F] of the embedding's first tensor I 1 + skew(a) + S, S the
+    traceless part of the outer-product entries, and its squared norm [N, F]), from the summed
+    messages [N, 10, F] plus the self loop's scalar ``self_loop`` [F] x ``type_terms`` [N, F]."""
     scalar = messages[:, 0] + self_loop * type_terms
-    X = compose(*TensorEmbedding.first_tensor(scalar, messages[:, 1:4], messages[:, 4:]))
-    return _components(X), squared_norm(X)
+    X = compose(scalar, skew(messages[:, 1:4]), decompose(six_to_symmetric(messages[:, 4:]))[2])
+    return to_components(X), squared_norm(X)
 
 
 def readout_invariants(X: Tensor) -> Tensor:
-    """``TensorNet.invariants`` [N, 3F] of the tensors of components ``X`` [N, 10, F]."""
-    return TensorNet.invariants(features_to_tensor(X))
+    """(3 I^2 | |A|^2 | |S|^2) [N, 3F] of the tensors of components ``X`` [N, 10, F]."""
+    scalar, antisym, sym = decompose(to_tensors(X))
+    return torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
 
 
 def _table_filters(table: RadialTable, distance: Tensor) -> Tensor:
@@ -134,17 +161,11 @@ def _table_filters(table: RadialTable, distance: Tensor) -> Tensor:
 
 
 def table_embedding_messages(table: RadialTable, vec: Tensor, z_recv: Tensor, z_send: Tensor, edges: Edges) -> Tensor:
-    """:func:`embedding_messages` with the embedding's filter (projections x cutoff) read from
-    ``table``: I = P_0 t, A = P_1 t u, S = P_2 t (u u^T as six entries), t = z_recv[i] + z_send[j]."""
-    receiver, slot, sender = edges
+    """:func:`embedding_messages` with the embedding's filter (projections x cutoff) read from ``table``."""
+    receiver, slot, _ = edges
     v = vec[receiver, slot]
     distance = v.norm(dim=-1)
-    unit = v / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
-    factors = _table_filters(table, distance) * (z_recv[receiver] + z_send[sender])[:, None, :]
-    messages = torch.cat(
-        (factors[:, :1], factors[:, 1, None, :] * unit[:, :, None], factors[:, 2, None, :] * outer_six(unit)[:, :, None]), 1
-    )
-    return z_recv.new_zeros(z_recv.shape[0], 10, z_recv.shape[1]).index_add(0, receiver, messages)
+    return _embedding_messages(_table_filters(table, distance), v, distance, z_recv, z_send, edges)
 
 
 def table_interaction_messages(table: RadialTable, vec: Tensor, features: Tensor, edges: Edges) -> Tensor:

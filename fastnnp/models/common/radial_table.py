@@ -41,14 +41,17 @@ class RadialTable(nn.Module):
 
     Distances below ``lower`` or at or above ``upper`` use the first or last piece's polynomial
     (extrapolated), unless ``zero_outside``: then they give exactly 0, as a filter that
-    includes the cosine cutoff does.
+    includes the cosine cutoff does. ``at_zero`` [C] is the exact filter at distance 0 (a
+    self loop's), evaluated once when the table is built.
     """
 
     def __init__(
-        self, coefficients: Tensor, lower: float, upper: float, rate: float, bound: float, name: str, zero_outside: bool
+        self, coefficients: Tensor, lower: float, upper: float, rate: float, bound: float, name: str,
+        zero_outside: bool, at_zero: Tensor,
     ):
         super().__init__()
         self.register_buffer("coefficients", coefficients.contiguous(), persistent=False)
+        self.register_buffer("at_zero", at_zero, persistent=False)
         self.lower, self.upper = float(lower), float(upper)
         self.pieces = coefficients.shape[0]
         self.degree = coefficients.shape[1] - 1
@@ -165,10 +168,15 @@ def build_radial_table(
 ) -> RadialTable:
     """Tabulate ``fn``: [P] float64 distances -> [P, C] on [lower, upper] as ``pieces`` cubic
     Hermite pieces, uniform in d (``rate`` 0) or in exp(-rate (d - lower)) (module docstring).
-    The table's :attr:`~RadialTable.bound` is measured here, against ``fn`` in float64."""
+    The table's :attr:`~RadialTable.bound` is measured here, against ``fn`` in float64, and its
+    :attr:`~RadialTable.at_zero` taken from ``fn``."""
     if pieces < 1:
         raise ValueError(f"pieces must be >= 1, got {pieces}")
-    table = RadialTable(torch.zeros(pieces, 4, 1, dtype=torch.float64), lower, upper, rate, 0.0, name, zero_outside)
+    with torch.no_grad():
+        at_zero = fn(torch.zeros(1, dtype=torch.float64))[0]
+    table = RadialTable(
+        torch.zeros(pieces, 4, 1, dtype=torch.float64), lower, upper, rate, 0.0, name, zero_outside, at_zero
+    )
     knots = table.distance(torch.arange(pieces + 1, dtype=torch.float64))
     knots[0], knots[-1] = lower, upper
     with torch.no_grad():

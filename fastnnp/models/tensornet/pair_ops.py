@@ -20,40 +20,23 @@ from torch import Tensor
 CHUNK = 512
 
 
-def _group_slices(group: Tensor) -> list[tuple[int, int, int]]:
-    """(group, first component, end component) of each run of equal ``group`` entries."""
-    values = group.tolist()
-    runs, start = [], 0
-    for c in range(1, len(values) + 1):
-        if c == len(values) or values[c] != values[start]:
-            runs.append((values[start], start, c))
-            start = c
-    return runs
-
-
 def _spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, group: Tensor) -> Tensor:
     out = torch.zeros_like(features)
-    runs = _group_slices(group)
     for start in range(0, first.shape[0], CHUNK):
         i, j = first[start : start + CHUNK], second[start : start + CHUNK]
-        w = weights[start : start + CHUNK]
+        w = weights[start : start + CHUNK].index_select(1, group)
         for target, source in ((i, j), (j, i)):
-            messages = features.index_select(0, source)
-            for k, lo, hi in runs:
-                messages[:, lo:hi].mul_(w[:, k, None, :])
-            out.index_add_(0, target, messages)
+            out.index_add_(0, target, features.index_select(0, source).mul_(w))
     return out
 
 
 def _contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, group: Tensor, n_groups: int) -> Tensor:
-    out = grad.new_empty(first.shape[0], n_groups, grad.shape[-1])
-    runs = _group_slices(group)
+    out = grad.new_zeros(first.shape[0], n_groups, grad.shape[-1])
     for start in range(0, first.shape[0], CHUNK):
         i, j = first[start : start + CHUNK], second[start : start + CHUNK]
         products = grad.index_select(0, i).mul_(features.index_select(0, j))
         products.add_(grad.index_select(0, j).mul_(features.index_select(0, i)))
-        for k, lo, hi in runs:
-            torch.sum(products[:, lo:hi], dim=1, out=out[start : start + CHUNK, k])
+        out[start : start + CHUNK].index_add_(1, group, products)
     return out
 
 

@@ -1,15 +1,17 @@
 """TensorNet (Simeon & De Fabritiis, NeurIPS 2023) with TorchMD-Net 3.x's reference semantics.
 
 Parameter names equal TorchMD-Net's ``representation_model.*`` state-dict keys (minus its
-``distance.box`` buffer), in the current ``[N, 3, 3, F]`` layout. Per-pair work runs once per
-unordered pair (:mod:`fastnnp.models.tensornet.pair_messages`, :mod:`fastnnp.models.tensornet.pair_ops`) in
+``distance.box`` buffer). Per-atom tensors are carried as [N, 10, F] components (I, A as a
+vector, S as six entries; :mod:`fastnnp.models.tensornet.component_algebra`), the layout of the
+Triton path too; TorchMD-Net's [N, 3, 3, F] formulation is the kernels' float64 reference
+(:mod:`fastnnp.kernels.tensornet.reference`). Per-pair work runs once per unordered pair
+(:mod:`fastnnp.models.tensornet.pair_messages`, :mod:`fastnnp.models.tensornet.pair_ops`) in
 cache-sized chunks, never as E x F x 9 tensors; when even the E x F values autograd keeps would
 exceed ``memory_budget`` bytes, chunks are recomputed in backward, so memory stays O(N·F).
 Self loops (distance 0, direction 0) are handled per atom.
 
-The steps below are the public contract shared with the Triton path
-(:class:`~fastnnp.models.tensornet.triton.TritonTensorNet`) and the kernels' float64
-references (:mod:`fastnnp.kernels.tensornet.reference`); "kernel" names what Triton runs
+The steps below are shared with the Triton path
+(:class:`~fastnnp.models.tensornet.triton.TritonTensorNet`); "kernel" names what Triton runs
 instead, everything else runs as this torch code on both paths:
 
 * ``TensorEmbedding.atom_terms``: atom types -> (z_recv, z_send).
@@ -17,20 +19,15 @@ instead, everything else runs as this torch code on both paths:
   paths); per pair fused into the kernel ``embedding_messages``, as is ``pair_messages``
   with its half-list sum.
 * ``TensorEmbedding.to_tensor``: the summed messages -> the initial X. On Triton the first
-  tensor (``first_tensor``) and its squared norm are the kernel ``embedding_components``, ``tensor_scales`` (the
-  norm MLP) stays torch, the linears are the kernel ``channel_mix``.
-* ``Interaction.mix``, ``Interaction.features``: normalised X, its mixed parts and their
-  [N, 10, F] components (I, A as vector, S as six entries), the messages' input: kernels
-  ``normalized`` and ``channel_mix`` on components.
+  tensor (``first_tensor``) and its squared norm are the kernel ``embedding_components``,
+  ``tensor_scales`` (the norm MLP) stays torch, the linears are the kernel ``channel_mix``.
+* ``Interaction.mix``: normalised X and its mixed parts (the messages' input features): kernels
+  ``normalized`` and ``channel_mix``.
 * ``Interaction.distance_filter``: the radial MLP; at distance 0 the self loop (both paths);
   per pair fused into the kernel ``interaction_messages``, as is ``filtered_messages``.
-* ``Interaction.products``: kernel ``message_products``. Here the normalised products are
-  returned as 3x3 parts (I, A, S) and Y is the composed mixed parts; the kernel returns the same
-  values as [N, 10, F] components and composes Y from the features itself.
-* ``Interaction.channel_mix``: the three linears, on the 3x3 parts here (on components, the
-  kernel ``channel_mix``).
-* ``compose`` of the mixed parts, then ``Interaction.residual``: kernel ``residual_update``,
-  on components in and out.
+* ``Interaction.products``: kernel ``message_products``.
+* ``Interaction.channel_mix``: the three linears on the products' parts (kernel ``channel_mix``).
+* ``Interaction.residual``: kernel ``residual_update``.
 * ``TensorNet.readout``: the final X -> invariant features: ``invariants`` (kernel
   ``readout_invariants``), then ``readout_head`` (torch on both paths).
 """
@@ -43,17 +40,8 @@ from torch import Tensor, nn
 from ...neighbors import neighbor_list
 from ..common.activations import activation_class
 from .atom_chunks import atoms_need_recompute, map_atoms
-from .cartesian import (
-    channel_matmul,
-    compose,
-    decompose,
-    outer_six,
-    six_to_symmetric,
-    skew,
-    skew_to_vector,
-    squared_norm,
-    symmetric_to_six,
-)
+from . import component_algebra as ca
+from .cartesian import outer_six
 from .pair_messages import (
     DEFAULT_CHUNK_BYTES,
     HalfList,
@@ -67,12 +55,16 @@ from ..common.radial import cosine_cutoff, radial_basis
 from ..common.radial_table import RadialFilter, RadialTable, basis_rate
 
 GROUPS = ("O(3)", "SO(3)")
-# Per-atom message features are [I, A as vector (3), S as six entries]: their filter groups.
-COMPONENT_GROUP = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
-# The I, A (vector) and S (six entries) parts of the [N, 10, F] per-atom component arrays.
-COMPONENTS = (slice(0, 1), slice(1, 4), slice(4, 10))
 # Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
 CACHE_CHUNK = 1024
+
+
+def loop_filter(module: nn.Module, rbf_fn, like: Tensor) -> Tensor:
+    """``module.distance_filter`` at distance 0 [3, F] (a self loop's) in ``like``'s dtype: a
+    constant of its radial table when one is attached (the filter is frozen then)."""
+    if module.radial_table is None:
+        return module.distance_filter(rbf_fn, like.new_zeros(1))[0]
+    return module.radial_table.at_zero.view(3, module.hidden_channels)
 
 
 class TensorEmbedding(nn.Module):
@@ -112,6 +104,10 @@ class TensorEmbedding(nn.Module):
             return self.distance_filter(rbf_fn, distance)
         return self.radial_table(distance).view(-1, 3, self.hidden_channels)
 
+    def loop_filter(self, rbf_fn, like: Tensor) -> Tensor:
+        """:meth:`distance_filter` at distance 0 [3, F] (the self loop's), in ``like``'s dtype."""
+        return loop_filter(self, rbf_fn, like)
+
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the I, A, S radial weights times the cosine cutoff."""
         weight = torch.cat([self.distance_proj1.weight, self.distance_proj2.weight, self.distance_proj3.weight])
@@ -119,53 +115,49 @@ class TensorEmbedding(nn.Module):
         proj = nn.functional.linear(rbf_fn(distance), weight, bias).view(-1, 3, self.hidden_channels)
         return proj * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None, None]
 
-    def pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send):
-        """Messages of one chunk of pairs, to ``first`` then to ``second``: I [P, F],
-        A as vector [P, 3, F] and the six entries of the direction outer product [P, 6, F]."""
-        radial = self.pair_filter(rbf_fn, distance)
+    def pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send) -> tuple[Tensor, Tensor]:
+        """Messages [P, 10, F] of one chunk of pairs, to ``first`` then to ``second``: the I, A
+        and S radial weights times the type terms and (1, the unit direction, the six entries of
+        its outer product)."""
+        radial = ca.per_component(self.pair_filter(rbf_fn, distance))
         unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
-        outer = outer_six(unit)[:, :, None]
-        messages = []
-        for receiver, sender, direction in ((first, second, unit), (second, first, -unit)):
-            factors = radial * (z_recv[receiver] + z_send[sender])[:, None, :]
-            messages += [factors[:, 0], factors[:, 1, None, :] * direction[:, :, None], factors[:, 2, None, :] * outer]
-        return tuple(messages)
+        angular = torch.cat((torch.ones_like(distance)[:, None], unit, outer_six(unit)), 1)[:, :, None]
+        to_first = radial * angular
+        return (
+            to_first * (z_recv[first] + z_send[second])[:, None],
+            ca.transposed(to_first) * (z_recv[second] + z_send[first])[:, None],
+        )
 
     def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
         z_recv, z_send = self.atom_terms(z)
-        self_loop = self.distance_filter(rbf_fn, z_recv.new_zeros(1))
-        scalar = self_loop[:, 0] * (z_recv + z_send)
-        vector = z_recv.new_zeros(len(z), 3, F)
-        outer = z_recv.new_zeros(len(z), 6, F)
+        scalar = self.loop_filter(rbf_fn, z_recv)[0] * (z_recv + z_send)
+        messages = torch.cat((scalar[:, None], z_recv.new_zeros(len(z), 9, F)), 1)
 
-        def messages(*args):
+        def pair_messages(*args):
             return self.pair_messages(rbf_fn, *args)
 
-        scalar, vector, outer = sum_pair_messages(
-            messages, pairs, (pairs.vec, pairs.distance), (z_recv, z_send), (scalar, vector, outer),
+        (messages,) = sum_pair_messages(
+            pair_messages, pairs, (pairs.vec, pairs.distance), (z_recv, z_send), (messages,),
             chunk_size=CACHE_CHUNK,
-            # Radial weights and pair factors kept for backward: about 16 F values per pair.
-            segment_size=recompute_segment(pairs.first.shape[0], 16 * F, memory_budget),
+            # Radial weights and pair factors kept for backward: about 30 F values per pair.
+            segment_size=recompute_segment(pairs.first.shape[0], 30 * F, memory_budget),
         )
-        (X,) = map_atoms(self.to_tensor, (scalar, vector, outer), recompute)
+        (X,) = map_atoms(self.to_tensor, (messages,), recompute)
         return X
 
-    def to_tensor(self, scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor]:
-        """Atom-local: summed messages I [n, F], A as vector [n, 3, F], outer-product entries
-        [n, 6, F] -> the initial tensor X [n, 3, 3, F]."""
-        scalar, antisym, sym = self.first_tensor(scalar, vector, outer)
-        norm = self.tensor_scales(squared_norm(compose(scalar, antisym, sym)))
-        scalar = self.linears_tensor[0](scalar) * norm[:, 0]
-        antisym = self.linears_tensor[1](antisym) * norm[:, 1, None, None, :]
-        sym = self.linears_tensor[2](sym) * norm[:, 2, None, None, :]
-        return (compose(scalar, antisym, sym),)
+    def to_tensor(self, messages: Tensor) -> tuple[Tensor]:
+        """Atom-local: summed messages [n, 10, F] (I, A as vector, outer-product entries) -> the
+        components [n, 10, F] of the initial tensors X."""
+        first = self.first_tensor(messages)
+        scales = self.tensor_scales(ca.squared_norm(first))
+        return (ca.mix_parts(first, self.linears_tensor) * ca.per_component(scales),)
 
     @staticmethod
-    def first_tensor(scalar: Tensor, vector: Tensor, outer: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Atom-local: summed messages -> the parts I [n, F], A, S [n, 3, 3, F] of the first
-        tensor (A = skew(vector), S the traceless part of the outer-product entries)."""
-        return scalar, skew(vector), decompose(six_to_symmetric(outer))[2]
+    def first_tensor(messages: Tensor) -> Tensor:
+        """Atom-local: summed messages [n, 10, F] -> the components of the first tensors
+        (I, A = skew(vector), S the traceless part of the outer-product entries)."""
+        return ca.traceless(messages)
 
     def tensor_scales(self, norm: Tensor) -> Tensor:
         """Atom-local: squared norms [n, F] of the first tensors -> the I, A, S scales [n, 3, F]
@@ -174,11 +166,6 @@ class TensorEmbedding(nn.Module):
         for linear in self.linears_scalar:
             norm = self.act(linear(norm))
         return norm.view(-1, 3, self.hidden_channels)
-
-
-def features_to_tensor(features: Tensor) -> Tensor:
-    """Inverse of :meth:`Interaction.features`: components [n, 10, F] -> tensors [n, 3, 3, F]."""
-    return compose(features[:, 0], skew(features[:, 1:4]), six_to_symmetric(features[:, 4:]))
 
 
 class Interaction(nn.Module):
@@ -204,6 +191,10 @@ class Interaction(nn.Module):
             return self.distance_filter(rbf_fn, distance)
         return self.radial_table(distance).view(-1, 3, self.hidden_channels)
 
+    def loop_filter(self, rbf_fn, like: Tensor) -> Tensor:
+        """:meth:`distance_filter` at distance 0 [3, F] (the self loop's), in ``like``'s dtype."""
+        return loop_filter(self, rbf_fn, like)
+
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the radial MLP times the cosine cutoff."""
         factors = rbf_fn(distance)
@@ -216,65 +207,49 @@ class Interaction(nn.Module):
         """Neighbour features [N, 10, F] spread over the pairs ``first``, ``second`` [P] (both
         directions) with this layer's radial filter at ``distance`` [P]."""
         filters = self.pair_filter(rbf_fn, distance)
-        return (spread(filters, features, first, second, COMPONENT_GROUP.to(features.device)),)
+        return (spread(filters, features, first, second, ca.constant("group", torch.long, features.device)),)
 
-    def mix(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Atom-local: normalised X [n, 3, 3, F] and its mixed parts I [n, F], A, S [n, 3, 3, F]."""
-        X = X / (squared_norm(X) + 1)[:, None, None, :]
-        scalar, antisym, sym = decompose(X)
-        return X, self.linears_tensor[0](scalar), self.linears_tensor[1](antisym), self.linears_tensor[2](sym)
-
-    @staticmethod
-    def features(scalar: Tensor, antisym: Tensor, sym: Tensor) -> Tensor:
-        """Parts I [n, F], A, S [n, 3, 3, F] -> components [n, 10, F]: I, A as vector, S as six entries."""
-        return torch.cat((scalar[:, None], skew_to_vector(antisym), symmetric_to_six(sym)), dim=1)
+    def mix(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Atom-local: components [n, 10, F] -> the normalised X/(|X|^2 + 1) and its mixed parts
+        (the three input linears): the features the messages carry."""
+        X = X / (ca.squared_norm(X) + 1)[:, None]
+        return X, ca.mix_parts(X, self.linears_tensor[:3])
 
     @staticmethod
-    def products(
-        messages: Tensor, features: Tensor, Y: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Atom-local: the normalised parts I [n, F], A, S [n, 3, 3, F] of the O(3)/SO(3)
-        product of the summed messages (plus the self loop's) and the features.
+    def products(messages: Tensor, features: Tensor, self_loop: Tensor, charge_factor: Tensor, group: str) -> Tensor:
+        """Atom-local: the normalised components [n, 10, F] of the O(3) product c (M Y + Y M)
+        or the SO(3) product 2 Y M, M the summed messages plus the self loop's, Y the features.
 
-        ``messages``, ``features`` [n, 10, F]; ``Y`` [n, 3, 3, F] the features as tensors (the
-        composed parts of :meth:`mix`); ``self_loop`` [3, F] the filter at distance 0;
-        ``charge_factor`` [n, 1, 1, 1]; ``group`` "O(3)" or "SO(3)".
+        ``messages``, ``features`` [n, 10, F]; ``self_loop`` [3, F] the filter at distance 0;
+        ``charge_factor`` c [n, 1, 1]; ``group`` "O(3)" or "SO(3)".
         """
-        messages = messages + self_loop[COMPONENT_GROUP.to(features.device)] * features
-        msg = features_to_tensor(messages)
+        M = ca.to_tensors(messages + ca.per_component(self_loop) * features)
+        Y = ca.to_tensors(features)
         if group == "O(3)":
-            C = charge_factor * (channel_matmul(msg, Y) + channel_matmul(Y, msg))
+            C = charge_factor * ca.to_components(ca.product(M, Y) + ca.product(Y, M))
         else:
-            C = 2 * channel_matmul(Y, msg)
-        scalar, antisym, sym = decompose(C)
-        normp1 = squared_norm(C) + 1
-        return scalar / normp1, antisym / normp1[:, None, None, :], sym / normp1[:, None, None, :]
+            C = 2 * ca.to_components(ca.product(Y, M))
+        return C / (ca.squared_norm(C) + 1)[:, None]
 
-    def channel_mix(self, scalar: Tensor, antisym: Tensor, sym: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The three bias-free channel-mixing linears on the I, A, S parts of a product, in any
-        layout with channels last (3x3 parts here, [n, 1 | 3 | 6, F] components on Triton)."""
-        return self.linears_tensor[3](scalar), self.linears_tensor[4](antisym), self.linears_tensor[5](sym)
+    def channel_mix(self, products: Tensor) -> Tensor:
+        """The three bias-free channel-mixing linears on the I, A, S parts of the products [n, 10, F]."""
+        return ca.mix_parts(products, self.linears_tensor[3:])
 
     @staticmethod
     def residual(X: Tensor, dX: Tensor, charge_factor: Tensor) -> Tensor:
-        """Atom-local: the new X + dX + c dX dX [n, 3, 3, F]; ``charge_factor`` c [n, 1, 1, 1]."""
-        return X + dX + charge_factor * channel_matmul(dX, dX)
+        """Atom-local: components [n, 10, F] of the new X + dX + c dX dX; c ``charge_factor`` [n, 1, 1]."""
+        D = ca.to_tensors(dX)
+        return X + dX + charge_factor * ca.to_components(ca.product(D, D))
 
-    def _prepare(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Atom-local: normalised X, Y = its mixed parts as tensors, and the message features."""
-        X, scalar, antisym, sym = self.mix(X)
-        return X, compose(scalar, antisym, sym), self.features(scalar, antisym, sym)
-
-    def _update(self, X, Y, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
-        """Atom-local: the new X from the old, Y, the features and the summed messages."""
-        parts = self.products(messages, features, Y, self_loop, charge_factor, self.group)
-        dX = compose(*self.channel_mix(*parts))
-        return (self.residual(X, dX, charge_factor),)
+    def _update(self, X, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
+        """Atom-local: the new X from the old, the features and the summed messages."""
+        products = self.products(messages, features, self_loop, charge_factor, self.group)
+        return (self.residual(X, self.channel_mix(products), charge_factor),)
 
     def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
-        X, Y, features = map_atoms(self._prepare, (X,), recompute)
-        self_loop = self.distance_filter(rbf_fn, X.new_zeros(1))[0]
+        X, features = map_atoms(self.mix, (X,), recompute)
+        self_loop = self.loop_filter(rbf_fn, X)
         # Radial MLP activations kept for backward: about 12 F values per pair.
         segment_size = recompute_segment(pairs.first.shape[0], 12 * F, memory_budget)
 
@@ -291,7 +266,7 @@ class Interaction(nn.Module):
         def update(*per_atom):
             return self._update(*per_atom, self_loop)
 
-        (X,) = map_atoms(update, (X, Y, features, messages, charge_factor), recompute)
+        (X,) = map_atoms(update, (X, features, messages, charge_factor), recompute)
         return X
 
 
@@ -351,9 +326,9 @@ class TensorNet(nn.Module):
         graph = self.neighbor_search(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False)
         pairs = half_list(graph)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
-        charge_factor = (1 + 0.1 * atom_charge)[:, None, None, None]
-        # Per-atom values autograd keeps in a layer: about 24 tensors of 9 F each.
-        recompute = atoms_need_recompute(z.shape[0], 24 * 9 * self.hidden_channels, self.memory_budget)
+        charge_factor = (1 + 0.1 * atom_charge)[:, None, None]
+        # Per-atom values autograd keeps in a layer: about 20 tensors of 10 F each.
+        recompute = atoms_need_recompute(z.shape[0], 20 * 10 * self.hidden_channels, self.memory_budget)
         X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget, recompute)
         for layer in self.layers:
             X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget, recompute)
@@ -372,14 +347,13 @@ class TensorNet(nn.Module):
         ]
 
     def readout(self, X: Tensor) -> tuple[Tensor]:
-        """Atom-local: invariant features [n, F] from the final tensors X [n, 3, 3, F]."""
+        """Atom-local: invariant features [n, F] from the final components X [n, 10, F]."""
         return (self.readout_head(self.invariants(X)),)
 
     @staticmethod
     def invariants(X: Tensor) -> Tensor:
-        """Atom-local: tensors X [n, 3, 3, F] -> (3 I^2 | |A|^2 | |S|^2) [n, 3F]."""
-        scalar, antisym, sym = decompose(X)
-        return torch.cat((3 * scalar**2, squared_norm(antisym), squared_norm(sym)), dim=-1)
+        """Atom-local: components X [n, 10, F] -> (3 I^2 | |A|^2 | |S|^2) [n, 3F]."""
+        return ca.part_norms(X).flatten(1)
 
     def readout_head(self, invariants: Tensor) -> Tensor:
         """Atom-local: invariants [n, 3F] -> features [n, F] (layer norm, linear, activation)."""

@@ -15,7 +15,8 @@ storing anything per edge and channel. The filter comes from one of two kernel f
 * without one (``radial="exact"``), the kernels compute distance, radial basis, cutoff and the
   radial MLP (the embedding's projections) per edge, recomputing them in backward.
 
-The self loop at distance 0 always uses the exact ``distance_filter``. Every atom-local step
+The self loop at distance 0 always uses the exact ``distance_filter`` (``loop_filter``: with a
+table attached, its float64 value at 0 taken when the table was built). Every atom-local step
 runs on [N, 10, F] components (I, A as vector, S as six entries) in fused per-atom kernels:
 the embedding's first tensor and its norm (:mod:`fastnnp.kernels.tensornet.atom_tensors`),
 each layer's normalisation, the channel-mixing linears as one grouped GEMM
@@ -45,7 +46,8 @@ from ...kernels.common.search_plan import PlannedTableSearch
 from ..common.activations import kernel_code
 from ...kernels.common.interpreter import check_triton_device
 from ..common.radial import ExpNormalSmearing
-from .reference import COMPONENT_GROUP, Interaction, TensorEmbedding, TensorNet
+from .component_algebra import COMPONENT_GROUP
+from .reference import Interaction, TensorEmbedding, TensorNet
 
 PRECISIONS = ("ieee", "tf32")
 
@@ -157,13 +159,13 @@ class TritonTensorNet(TensorNet):
         zero = embedding.emb.weight.new_zeros(1)
         layers = tuple(
             LayerConstants(
-                interaction_filter(layer, expansion), layer.distance_filter(expansion, zero)[0].contiguous(),
+                interaction_filter(layer, expansion), layer.loop_filter(expansion, zero).contiguous(),
                 mix_weights(layer.linears_tensor[:3]), mix_weights(layer.linears_tensor[3:]),
             )
             for layer in self.layers
         )
         return KernelConstants(
-            embedding_filter(embedding, expansion), embedding.distance_filter(expansion, zero)[0, 0].contiguous(),
+            embedding_filter(embedding, expansion), embedding.loop_filter(expansion, zero)[0].contiguous(),
             mix_weights(embedding.linears_tensor), COMPONENT_GROUP.to(zero.device), layers,
         )
 
