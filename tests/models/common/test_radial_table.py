@@ -69,6 +69,17 @@ def test_filters_with_the_cutoff_are_zero_outside():
     torch.testing.assert_close(f.fn(d), value, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cutoff_lower", [0.0, 0.6])
+def test_the_self_loop_value_is_the_exact_filter_at_zero(cutoff_lower):
+    """``at_zero`` (the self loop's filter) is ``fn(0)`` exactly, 0 below a lower cutoff, and follows ``.to``."""
+    for f in _filters(cutoff_lower=cutoff_lower):
+        table = build_radial_table(f.fn, f.lower, f.upper, 16, f.rate, f.path, f.zero_outside)
+        exact = f.fn(torch.zeros(1, dtype=torch.float64))[0]
+        assert exact.abs().max() > 0 if cutoff_lower == 0 else exact.abs().max() == 0
+        assert torch.equal(table.at_zero, exact)
+        assert torch.equal(table.to(torch.float32).at_zero, exact.float())
+
+
 def test_tabulate_finds_enough_pieces_or_returns_the_largest(monkeypatch):
     f = _filters()[1]
     table = tabulate(f, 1e-8)
