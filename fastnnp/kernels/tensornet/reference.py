@@ -12,7 +12,8 @@ are the reference model's (``distance_filter``):
 * :func:`interaction_messages` - ``Interaction.distance_filter`` times the senders' features;
 * :func:`message_products` - the O(3)/SO(3) products, normalised, as [N, 10, F] components;
 * :func:`residual_update` - X + dX + c dX dX, as components;
-* :func:`normalized`, :func:`channel_mix` - the normalisation and the mixing linears;
+* :func:`normalized` - the normalisation; ``channel_mix`` - the mixing linears (the torch
+  path's ``mix_parts``, three sliced linears);
 * :func:`embedding_components` - the embedding's first tensor as components, and its squared
   norm (the input of ``TensorEmbedding.tensor_scales``);
 * :func:`readout_invariants` - the readout's invariants (3 I^2 | |A|^2 | |S|^2);
@@ -42,10 +43,12 @@ from ...models.tensornet.cartesian import (
     squared_norm,
     symmetric_to_six,
 )
-from ...models.tensornet.component_algebra import COMPONENT_GROUP, PARTS
+from ...models.tensornet.component_algebra import COMPONENT_GROUP, mix_parts
 from ...models.tensornet.reference import Interaction, TensorEmbedding
 
 Edges = tuple[Tensor, Tensor, Tensor]
+# The channel_mix kernel's reference: the torch path's three sliced linears.
+channel_mix = mix_parts
 
 
 def to_tensors(components: Tensor) -> Tensor:
@@ -132,11 +135,6 @@ def residual_update(X: Tensor, components: Tensor, charge_factor: Tensor) -> Ten
 def normalized(X: Tensor) -> Tensor:
     """Components [N, 10, F] divided by their tensors' squared norm + 1."""
     return X / (squared_norm(to_tensors(X)) + 1)[:, None, :]
-
-
-def channel_mix(X: Tensor, linears) -> Tensor:
-    """The three bias-free linears (I, A, S) on the parts of components [N, 10, F]."""
-    return torch.cat([linear(X[:, part]) for linear, part in zip(linears, PARTS, strict=True)], 1)
 
 
 def embedding_components(messages: Tensor, type_terms: Tensor, self_loop: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,8 +15,6 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from .cartesian import channel_matmul
-
 # Component -> its part (0 I, 1 A, 2 S): the weight group of each component.
 COMPONENT_GROUP = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
 # The I, A (vector) and S (six entries) parts of the component axis.
@@ -84,15 +82,19 @@ _MATRICES = {
     "part_norms": _part_norms,
     "norm": lambda: torch.tensor(_NORM_WEIGHTS, dtype=torch.float64),
     "transpose_sign": lambda: torch.tensor(TRANSPOSE_SIGN, dtype=torch.float64)[:, None],
-    "group": lambda: COMPONENT_GROUP,
 }
 
 
 @functools.lru_cache(maxsize=64)
 def constant(name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
     """One of the constant matrices above in ``dtype`` on ``device`` (made once)."""
-    matrix = _MATRICES[name]()
-    return matrix.to(device) if name == "group" else matrix.to(device=device, dtype=dtype)
+    return _MATRICES[name]().to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def component_group(device: torch.device) -> Tensor:
+    """:data:`COMPONENT_GROUP` on ``device`` (made once)."""
+    return COMPONENT_GROUP.to(device)
 
 
 def _of(name: str, like: Tensor) -> Tensor:
@@ -126,14 +128,9 @@ def part_norms(components: Tensor) -> Tensor:
     return torch.matmul(_of("part_norms", components), components * components)
 
 
-def product(left: Tensor, right: Tensor) -> Tensor:
-    """Channel-wise matrix product of tensors [n, 3, 3, F] x [n, 3, 3, F]."""
-    return channel_matmul(left, right)
-
-
 def per_component(values: Tensor) -> Tensor:
     """Per-part values [..., 3, F] -> per component [..., 10, F] (I, A, A, A, S x 6)."""
-    return values.index_select(-2, _of("group", values))
+    return values.index_select(-2, component_group(values.device))
 
 
 def transposed(components: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ from ...neighbors import neighbor_list
 from ..common.activations import activation_class
 from .atom_chunks import atoms_need_recompute, map_atoms
 from . import component_algebra as ca
-from .cartesian import outer_six
+from .cartesian import channel_matmul, outer_six
 from .pair_messages import (
     DEFAULT_CHUNK_BYTES,
     HalfList,
@@ -104,10 +104,6 @@ class TensorEmbedding(nn.Module):
             return self.distance_filter(rbf_fn, distance)
         return self.radial_table(distance).view(-1, 3, self.hidden_channels)
 
-    def loop_filter(self, rbf_fn, like: Tensor) -> Tensor:
-        """:meth:`distance_filter` at distance 0 [3, F] (the self loop's), in ``like``'s dtype."""
-        return loop_filter(self, rbf_fn, like)
-
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the I, A, S radial weights times the cosine cutoff."""
         weight = torch.cat([self.distance_proj1.weight, self.distance_proj2.weight, self.distance_proj3.weight])
@@ -131,7 +127,7 @@ class TensorEmbedding(nn.Module):
     def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
         z_recv, z_send = self.atom_terms(z)
-        scalar = self.loop_filter(rbf_fn, z_recv)[0] * (z_recv + z_send)
+        scalar = loop_filter(self, rbf_fn, z_recv)[0] * (z_recv + z_send)
         messages = torch.cat((scalar[:, None], z_recv.new_zeros(len(z), 9, F)), 1)
 
         def pair_messages(*args):
@@ -191,10 +187,6 @@ class Interaction(nn.Module):
             return self.distance_filter(rbf_fn, distance)
         return self.radial_table(distance).view(-1, 3, self.hidden_channels)
 
-    def loop_filter(self, rbf_fn, like: Tensor) -> Tensor:
-        """:meth:`distance_filter` at distance 0 [3, F] (the self loop's), in ``like``'s dtype."""
-        return loop_filter(self, rbf_fn, like)
-
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the radial MLP times the cosine cutoff."""
         factors = rbf_fn(distance)
@@ -207,7 +199,7 @@ class Interaction(nn.Module):
         """Neighbour features [N, 10, F] spread over the pairs ``first``, ``second`` [P] (both
         directions) with this layer's radial filter at ``distance`` [P]."""
         filters = self.pair_filter(rbf_fn, distance)
-        return (spread(filters, features, first, second, ca.constant("group", torch.long, features.device)),)
+        return (spread(filters, features, first, second, ca.component_group(features.device)),)
 
     def mix(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Atom-local: components [n, 10, F] -> the normalised X/(|X|^2 + 1) and its mixed parts
@@ -226,9 +218,9 @@ class Interaction(nn.Module):
         M = ca.to_tensors(messages + ca.per_component(self_loop) * features)
         Y = ca.to_tensors(features)
         if group == "O(3)":
-            C = charge_factor * ca.to_components(ca.product(M, Y) + ca.product(Y, M))
+            C = charge_factor * ca.to_components(channel_matmul(M, Y) + channel_matmul(Y, M))
         else:
-            C = 2 * ca.to_components(ca.product(Y, M))
+            C = 2 * ca.to_components(channel_matmul(Y, M))
         return C / (ca.squared_norm(C) + 1)[:, None]
 
     def channel_mix(self, products: Tensor) -> Tensor:
@@ -239,7 +231,7 @@ class Interaction(nn.Module):
     def residual(X: Tensor, dX: Tensor, charge_factor: Tensor) -> Tensor:
         """Atom-local: components [n, 10, F] of the new X + dX + c dX dX; c ``charge_factor`` [n, 1, 1]."""
         D = ca.to_tensors(dX)
-        return X + dX + charge_factor * ca.to_components(ca.product(D, D))
+        return X + dX + charge_factor * ca.to_components(channel_matmul(D, D))
 
     def _update(self, X, features, messages, charge_factor, self_loop) -> tuple[Tensor]:
         """Atom-local: the new X from the old, the features and the summed messages."""
@@ -249,7 +241,7 @@ class Interaction(nn.Module):
     def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int, recompute: bool) -> Tensor:
         F = self.hidden_channels
         X, features = map_atoms(self.mix, (X,), recompute)
-        self_loop = self.loop_filter(rbf_fn, X)
+        self_loop = loop_filter(self, rbf_fn, X)
         # Radial MLP activations kept for backward: about 12 F values per pair.
         segment_size = recompute_segment(pairs.first.shape[0], 12 * F, memory_budget)
 

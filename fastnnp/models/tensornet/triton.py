@@ -47,7 +47,7 @@ from ..common.activations import kernel_code
 from ...kernels.common.interpreter import check_triton_device
 from ..common.radial import ExpNormalSmearing
 from .component_algebra import COMPONENT_GROUP
-from .reference import Interaction, TensorEmbedding, TensorNet
+from .reference import Interaction, TensorEmbedding, TensorNet, loop_filter
 
 PRECISIONS = ("ieee", "tf32")
 
@@ -159,13 +159,13 @@ class TritonTensorNet(TensorNet):
         zero = embedding.emb.weight.new_zeros(1)
         layers = tuple(
             LayerConstants(
-                interaction_filter(layer, expansion), layer.loop_filter(expansion, zero).contiguous(),
+                interaction_filter(layer, expansion), loop_filter(layer, expansion, zero).contiguous(),
                 mix_weights(layer.linears_tensor[:3]), mix_weights(layer.linears_tensor[3:]),
             )
             for layer in self.layers
         )
         return KernelConstants(
-            embedding_filter(embedding, expansion), embedding.loop_filter(expansion, zero)[0].contiguous(),
+            embedding_filter(embedding, expansion), loop_filter(embedding, expansion, zero)[0].contiguous(),
             mix_weights(embedding.linears_tensor), COMPONENT_GROUP.to(zero.device), layers,
         )
 
