@@ -16,6 +16,11 @@ Conventions (TorchMD-Net's, which the models rely on)
   cell is thinner than the cutoff) are ordinary neighbours and are listed whatever ``loop``.
 * Edges are sorted by receiver, then sender, then image (lexicographic), so the list is in
   CSR order by receiver and deterministic.
+* ``half=True`` lists each unordered pair once instead, for models that compute a pair's work
+  once for both directions: as (i, j, image) with i < j, or i == j and the image
+  lexicographically positive (an atom's own periodic images), sorted by (i, j, image), so
+  every search of the same pairs gives the same list. Self loops are then not allowed
+  (``loop=False``).
 * ``edge_vec`` / ``edge_weight`` are differentiable with respect to ``pos`` and ``box``; the
   gradient of the length of a zero-length edge (a self loop) is 0.
 
@@ -99,8 +104,9 @@ _MAX_KEY = 1 << 62
 
 
 class NeighborList(NamedTuple):
-    """Pairs sorted by receiver. edge_index [2, E] int64, edge_vec [E, 3], edge_weight [E],
-    image [E, 3] int64 lattice translation applied to the sender."""
+    """Pairs sorted by receiver (``half=True``: each pair once, unsorted). edge_index [2, E]
+    int64, edge_vec [E, 3], edge_weight [E], image [E, 3] int64 lattice translation applied to
+    the sender."""
 
     edge_index: Tensor
     edge_vec: Tensor
@@ -116,6 +122,7 @@ def neighbor_list(
     box: Optional[Tensor] = None,
     loop: bool = False,
     pbc: Optional[Sequence[bool]] = None,
+    half: bool = False,
 ) -> NeighborList:
     """All pairs with ``cutoff_lower <= d < cutoff_upper`` (conventions: module docstring).
 
@@ -128,10 +135,14 @@ def neighbor_list(
         loop: add one self loop (length 0, image 0) per atom.
         pbc: periodicity along each lattice vector, three booleans; default all True when a
             box is given. Any True entry needs a box.
+        half: one direction of every pair, unsorted (module docstring); needs ``loop=False``.
 
     Raises:
-        ValueError: bad shapes, singular or non-finite box, bad cutoffs, non-finite positions.
+        ValueError: bad shapes, singular or non-finite box, bad cutoffs, non-finite positions,
+            ``half`` with ``loop``.
     """
+    if half and loop:
+        raise ValueError("half=True lists each pair of distinct atoms or images once; it takes no self loops (loop=False)")
     pos, batch, box, periodic, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, pbc)
     n = pos.shape[0]
     if box is not None and not any(periodic):
@@ -150,9 +161,13 @@ def neighbor_list(
                 sel = keep.nonzero().squeeze(1)
                 i, j, image = i.index_select(0, sel), j.index_select(0, sel), image.index_select(0, sel)
             del keep
-        half = [i, j, image]
-        del i, j, image
-        edge_index, image = _mirror_and_sort(half, n, loop)
+        if half:
+            # the all-pairs candidates are i < j in (i, j) order already
+            edge_index, image = (torch.stack((i, j)), image) if pairs is not None else _canonical_half(i, j, image)
+        else:
+            pairs = [i, j, image]
+            del i, j
+            edge_index, image = _mirror_and_sort(pairs, n, loop)
 
     edge_vec = edge_vectors(pos, boxc, batch, edge_index[0], edge_index[1], image)
     edge_weight = safe_norm(edge_vec)
@@ -652,6 +667,27 @@ def _mirror_and_sort(half: List[Tensor], n: int, loop: bool) -> Tuple[Tensor, Te
     return edge_index, image
 
 
+def _canonical_half(i: Tensor, j: Tensor, image: Tensor) -> Tuple[Tensor, Tensor]:
+    """One direction of every pair, [i, j, image], in the canonical form of ``half=True``
+    (module docstring): each pair oriented first <= second (the positive image for an atom's
+    own images), sorted by (first, second, image). Returns edge_index [2, P] and image [P, 3]."""
+    x, y, z = image.unbind(1)
+    negative = (x < 0) | ((x == 0) & ((y < 0) | ((y == 0) & (z < 0))))
+    flip = (i > j) | ((i == j) & negative)
+    first, second = torch.where(flip, j, i), torch.where(flip, i, j)
+    image = torch.where(flip[:, None], -image, image)
+    order = _lexsort((image[:, 2], image[:, 1], image[:, 0], second, first))
+    return torch.stack((first, second)).index_select(1, order), image.index_select(0, order)
+
+
+def _lexsort(columns: Sequence[Tensor]) -> Tensor:
+    """The permutation sorting rows by the last column, then the one before, ... (stable sorts)."""
+    perm = torch.arange(columns[0].shape[0], device=columns[0].device)
+    for column in columns:
+        perm = perm.index_select(0, torch.argsort(column.index_select(0, perm), stable=True))
+    return perm
+
+
 def _mirror_and_sort_large(i: Tensor, j: Tensor, image: Tensor, n: int, loop: bool) -> Tuple[Tensor, Tensor]:
     """Fallback for images too large to pack into one key: successive stable sorts."""
     recv = torch.cat([i, j])
@@ -662,7 +698,5 @@ def _mirror_and_sort_large(i: Tensor, j: Tensor, image: Tensor, n: int, loop: bo
         recv = torch.cat([recv, ar])
         send = torch.cat([send, ar])
         image = torch.cat([image, torch.zeros(n, 3, dtype=torch.long, device=i.device)])
-    perm = torch.arange(recv.shape[0], device=i.device)
-    for col in (image[:, 2], image[:, 1], image[:, 0], send, recv):
-        perm = perm.index_select(0, torch.argsort(col.index_select(0, perm), stable=True))
+    perm = _lexsort((image[:, 2], image[:, 1], image[:, 0], send, recv))
     return torch.stack([recv.index_select(0, perm), send.index_select(0, perm)]), image.index_select(0, perm)

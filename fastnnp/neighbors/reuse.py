@@ -101,7 +101,8 @@ class VerletNeighborList(_SkinCache):
     ``box``, keeps ``cutoff_lower <= d < cutoff_upper`` plus, with ``loop``, the (i, i, image 0)
     self loops, and computes ``edge_vec`` / ``edge_weight`` for those with
     ``neighbor_list``'s own functions (:mod:`.edges`), so gradients reach ``pos`` and ``box``. The kept
-    candidates are in sorted order, hence so is the output. ``builds`` counts the searches.
+    candidates are in sorted order, hence so is the output (with ``half``, each pair once in
+    ``neighbor_list``'s canonical form). ``builds`` counts the searches.
 
     Shapes as for ``neighbor_list``: pos [N, 3], batch [N], box None, (3, 3) or (S, 3, 3);
     cutoffs and skin in the same length unit.
@@ -120,13 +121,16 @@ class VerletNeighborList(_SkinCache):
         cutoff_lower: float = 0.0,
         box: Optional[Tensor] = None,
         loop: bool = False,
+        half: bool = False,
     ) -> NeighborList:
         pos, batch, box, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
-        settings = (cu, cl, bool(loop))
+        settings = (cu, cl, bool(loop), bool(half))
         if not self._valid(pos, batch, box, settings):
             upper, lower = self._widened(pos, box, cu, cl)
             with torch.no_grad():
-                candidates = neighbor_list(pos.detach(), batch, upper, lower, None if box is None else box.detach(), loop)
+                candidates = neighbor_list(
+                    pos.detach(), batch, upper, lower, None if box is None else box.detach(), loop, half=half
+                )
             self._edge_index, self._image = candidates.edge_index, candidates.image
             self._record(pos, batch, box, settings)
         boxc = None if box is None else box.to(pos.dtype)

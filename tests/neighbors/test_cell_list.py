@@ -564,6 +564,47 @@ def test_bad_other_inputs():
         neighbor_list(torch.full((4, 3), float("inf")), batch, 2.0)
 
 
+@pytest.mark.parametrize("kind", ["molecules", "triclinic", "tiny-cell", "boxes"])
+def test_half_list_is_the_canonical_half_of_the_full_list(kind):
+    """half=True: exactly the full list's edges with i < j, or i == j and a lexicographically
+    positive image (an atom's own images in a thin cell), in the full list's order, with the same
+    vectors and lengths; on both search paths (the fixture), so every search gives the same list."""
+    rng = np.random.default_rng(7)
+    box = None
+    if kind == "molecules":
+        pos = rng.normal(size=(30, 3)) * 2
+        batch = np.repeat([0, 1, 2], [9, 14, 7])
+    elif kind == "boxes":
+        cells = np.stack([random_cell(rng, (7.0, 6.0, 8.0)), random_cell(rng, (6.5, 7.5, 6.0))])
+        batch = np.repeat([0, 1], [20, 25])
+        pos = np.einsum("nk,nkl->nl", rng.uniform(0, 1, (45, 3)), cells[batch])
+        box = cells
+    else:
+        lengths = (1.7, 2.5, 1.2) if kind == "tiny-cell" else (7.0, 6.5, 8.0)
+        box = random_cell(rng, lengths)
+        pos = rng.uniform(-0.5, 1.5, (6 if kind == "tiny-cell" else 40, 3)) @ box
+        batch = np.zeros(len(pos), int)
+    pos_t, batch_t = torch.tensor(pos), torch.tensor(batch)
+    box_t = None if box is None else torch.tensor(box)
+    full = neighbor_list(pos_t, batch_t, 3.0, 0.4, box=box_t)
+    half = neighbor_list(pos_t, batch_t, 3.0, 0.4, box=box_t, half=True)
+    i, j = full.edge_index
+    x, y, z = full.image.unbind(1)
+    positive = (x > 0) | ((x == 0) & ((y > 0) | ((y == 0) & (z > 0))))
+    keep = (i < j) | ((i == j) & positive)
+    assert 2 * int(keep.sum()) == i.shape[0]
+    for name, got, expected in zip(NeighborList._fields, half, (full.edge_index[:, keep], full.edge_vec[keep],
+                                                                full.edge_weight[keep], full.image[keep]), strict=True):
+        assert torch.equal(got, expected), name
+    if kind == "tiny-cell":
+        assert bool((half.edge_index[0] == half.edge_index[1]).any())  # an atom's own images, once per pair
+
+
+def test_half_list_takes_no_self_loops():
+    with pytest.raises(ValueError, match="half=True.*no self loops"):
+        neighbor_list(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 2.0, loop=True, half=True)
+
+
 def test_small_open_systems_take_the_all_pairs_path(search_path, monkeypatch):
     """A batch of small molecules (consecutive systems) is searched by all pairs, unless a
     system is too large or the batch is not in system order; every path gives the same list."""

@@ -58,6 +58,17 @@ def test_random_walk_is_bit_identical(kind, loop, cutoff_lower):
     assert 1 <= search.builds <= steps // 6
 
 
+@pytest.mark.parametrize("kind", ["molecule", "triclinic", "batch"])
+def test_half_list_random_walk_is_bit_identical(kind):
+    pos, batch, box = system(kind)
+    search = VerletNeighborList(SKIN)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(30):
+        pos = pos + 0.015 * torch.randn(pos.shape, generator=g, dtype=pos.dtype)
+        assert_same(search(pos, batch, CUTOFF, 0.9, box, half=True), neighbor_list(pos, batch, CUTOFF, 0.9, box, half=True))
+    assert 1 <= search.builds <= 5
+
+
 def test_float32_random_walk_is_bit_identical():
     pos, batch, box = system("triclinic", torch.float32)
     search = VerletNeighborList(SKIN)

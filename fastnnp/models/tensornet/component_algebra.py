@@ -80,7 +80,7 @@ _MATRICES = {
     "components": _components_of_entries,
     "traceless": _traceless,
     "part_norms": _part_norms,
-    "norm": lambda: torch.tensor(_NORM_WEIGHTS, dtype=torch.float64),
+    "norm": lambda: torch.tensor(_NORM_WEIGHTS, dtype=torch.float64)[None],
     "transpose_sign": lambda: torch.tensor(TRANSPOSE_SIGN, dtype=torch.float64)[:, None],
 }
 
@@ -101,31 +101,39 @@ def _of(name: str, like: Tensor) -> Tensor:
     return constant(name, like.dtype, like.device)
 
 
+def _apply(name: str, components: Tensor) -> Tensor:
+    """The constant matrix ``name`` [k, c] over the component axis of [n, c, F] -> [n, k, F]:
+    one ``bmm`` with the matrix broadcast over atoms (``matmul`` would add a reshape and four
+    view ops around the same ``bmm``, on every call and in backward)."""
+    matrix = _of(name, components)
+    return torch.bmm(matrix.expand(components.shape[0], -1, -1), components)
+
+
 def to_tensors(components: Tensor) -> Tensor:
     """Components [n, 10, F] -> tensors [n, 3, 3, F]."""
     n, _, F = components.shape
-    return torch.matmul(_of("entries", components), components).view(n, 3, 3, F)
+    return _apply("entries", components).view(n, 3, 3, F)
 
 
 def to_components(tensors: Tensor) -> Tensor:
     """Tensors [n, 3, 3, F] -> components [n, 10, F] (I, A and S of each)."""
     n = tensors.shape[0]
-    return torch.matmul(_of("components", tensors), tensors.reshape(n, 9, -1))
+    return _apply("components", tensors.reshape(n, 9, -1))
 
 
 def traceless(components: Tensor) -> Tensor:
     """Components [n, 10, F] whose six entries are any symmetric tensor -> with S its traceless part."""
-    return torch.matmul(_of("traceless", components), components)
+    return _apply("traceless", components)
 
 
 def squared_norm(components: Tensor) -> Tensor:
     """Squared Frobenius norms [n, F] of the tensors of components [n, 10, F]."""
-    return torch.matmul(_of("norm", components), components * components)
+    return _apply("norm", components * components).view(components.shape[0], components.shape[2])
 
 
 def part_norms(components: Tensor) -> Tensor:
     """Squared norms [n, 3, F] of the I 1, A and S parts of components [n, 10, F]."""
-    return torch.matmul(_of("part_norms", components), components * components)
+    return _apply("part_norms", components * components)
 
 
 def per_component(values: Tensor) -> Tensor:

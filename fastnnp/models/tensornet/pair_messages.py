@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ...neighbors import NeighborList
 
 # Bytes of per-pair intermediates kept for backward before chunks switch to recomputation.
 DEFAULT_CHUNK_BYTES = 2**30
@@ -23,24 +22,13 @@ DEFAULT_CHUNK_BYTES = 2**30
 
 class HalfList(NamedTuple):
     """Each unordered pair once: ``first`` <- ``second`` with ``vec = pos[first] - pos[second]
-    - image @ box`` [P, 3] and ``distance`` [P]. Self loops (zero length) are not included."""
+    - image @ box`` [P, 3] and ``distance`` [P] (a ``neighbor_list(..., half=True)``). Self
+    loops (zero length) are not included."""
 
     first: Tensor
     second: Tensor
     vec: Tensor
     distance: Tensor
-
-
-def half_list(graph: NeighborList) -> HalfList:
-    """Keep one direction of every pair of a full neighbour list (i < j, or i == j with a
-    lexicographically positive image), dropping zero-length self loops."""
-    i, j = graph.edge_index
-    image = graph.image
-    positive_image = (image[:, 0] > 0) | (
-        (image[:, 0] == 0) & ((image[:, 1] > 0) | ((image[:, 1] == 0) & (image[:, 2] > 0)))
-    )
-    keep = (i < j) | ((i == j) & positive_image)
-    return HalfList(i[keep], j[keep], graph.edge_vec[keep], graph.edge_weight[keep])
 
 
 def recompute_segment(n_pairs: int, floats_per_pair: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> Optional[int]:

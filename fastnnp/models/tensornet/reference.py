@@ -46,7 +46,6 @@ from .pair_messages import (
     DEFAULT_CHUNK_BYTES,
     HalfList,
     add_checkpointed_segments,
-    half_list,
     recompute_segment,
     sum_pair_messages,
 )
@@ -315,8 +314,8 @@ class TensorNet(nn.Module):
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
     ) -> tuple[Tensor, None]:
-        graph = self.neighbor_search(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, loop=False)
-        pairs = half_list(graph)
+        graph = self.neighbor_search(pos, batch, self.cutoff_upper, self.cutoff_lower, box=box, half=True)
+        pairs = HalfList(graph.edge_index[0], graph.edge_index[1], graph.edge_vec, graph.edge_weight)
         atom_charge = torch.zeros_like(pos[:, 0]) if q is None else q.to(pos.dtype)[batch]
         charge_factor = (1 + 0.1 * atom_charge)[:, None, None]
         # Per-atom values autograd keeps in a layer: about 20 tensors of 10 F each.
