@@ -22,6 +22,10 @@ _TENSORNET = dict(
 PRESETS = {
     "tensornet-128": _TENSORNET,
     "tensornet-64": dict(_TENSORNET, embedding_dimension=64),
+    # TorchMD-Net's ET-MD17 example: 6 layers, 32 expnorm functions, 8 heads, neighbour embedding.
+    "et-128": dict(_TENSORNET, model="equivariant-transformer", num_layers=6, neighbor_embedding=True),
+    # TorchMD_GN's defaults (SchNet-like): 6 layers, 50 expnorm functions, neighbour embedding, add.
+    "gn-128": dict(_TENSORNET, model="graph-network", num_layers=6, num_rbf=50, neighbor_embedding=True),
 }
 
 

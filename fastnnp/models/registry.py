@@ -109,14 +109,20 @@ ARCHITECTURES: dict[str, Architecture] = {
             num_heads=hp["num_heads"], distance_influence=hp["distance_influence"],
             vector_cutoff=hp.get("vector_cutoff", False),
         ),
-        {"torch": Implementation("fastnnp.models.et.reference:EquivariantTransformer")},
+        {
+            "torch": Implementation("fastnnp.models.et.reference:EquivariantTransformer"),
+            "triton": Implementation("fastnnp.models.et.triton:TritonEquivariantTransformer", triton_limits),
+        },
         equivariant_head=True,
     ),
     "graph-network": Architecture(
         "the Graph Network",
         ("aggr", "neighbor_embedding"),
         lambda hp: dict(num_filters=hp["embedding_dimension"], aggr=hp["aggr"], neighbor_embedding=hp["neighbor_embedding"]),
-        {"torch": Implementation("fastnnp.models.gn.reference:GraphNetwork")},
+        {
+            "torch": Implementation("fastnnp.models.gn.reference:GraphNetwork"),
+            "triton": Implementation("fastnnp.models.gn.triton:TritonGraphNetwork", triton_limits),
+        },
     ),
 }
 

@@ -8,6 +8,7 @@ from ase.build import molecule
 import fastnnp
 from fastnnp.bench.op_count import OpCounter
 from fastnnp.step import EnergyStep
+from tests.helpers.backends import assert_compiled_matches_eager
 
 OPS = (
     "bin_atoms", "neighbor_search", "embedding_messages", "embedding_messages_backward", "interaction_messages",
@@ -65,12 +66,4 @@ def test_compiled_triton_path_matches_eager(recorded):
     def energy(p):
         return model.checked_energy_terms(step.z, p, step.batch, None, None, step.n_systems, None)[0]
 
-    compiled = torch.compile(energy, fullgraph=True, backend="aot_eager")
-    results = []
-    for fn in (compiled, energy):
-        p = pos.clone().requires_grad_(True)
-        e = fn(p)
-        (g,) = torch.autograd.grad(e.sum(), p)
-        results.append((e.detach(), g))
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+    assert_compiled_matches_eager(energy, pos)

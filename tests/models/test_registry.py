@@ -37,7 +37,6 @@ def test_every_entry_imports_and_has_a_reference(name):
     (TENSORNET, torch.float64, "cuda", False, "float32 only.*dtype=torch.float32"),
     (TENSORNET, torch.float32, "cpu", False, "^needs CUDA.*needs a CUDA device.*TRITON_INTERPRET=1"),
     ({**TENSORNET, "activation": "mish"}, torch.float32, "cuda", False, "activation Mish has no Triton kernel"),
-    ({"model": "graph-network"}, torch.float32, "cuda", False, "kernels for TensorNet only, not 'graph-network'"),
 ])
 def test_triton_says_why_it_cannot_serve(hparams, dtype, device, interpret, reason):
     got = registry.unsupported(hparams["model"], "triton", hparams, dtype, device, interpret)
@@ -46,6 +45,17 @@ def test_triton_says_why_it_cannot_serve(hparams, dtype, device, interpret, reas
     else:
         assert got is not None
         assert re.search(reason, got), got
+
+
+def test_an_architecture_without_kernels_names_those_with(monkeypatch):
+    entry = registry.ARCHITECTURES["graph-network"]
+    monkeypatch.setitem(registry.ARCHITECTURES, "graph-network", entry._replace(
+        implementations={"torch": entry.implementations["torch"]}))
+    got = registry.unsupported("graph-network", "triton", {"model": "graph-network"}, torch.float32, "cuda", False)
+    assert got == (
+        "backend='triton' has kernels for TensorNet, the Equivariant Transformer only, not 'graph-network'; "
+        "use backend='torch'"
+    )
 
 
 def test_unknown_backend_and_model():
@@ -61,7 +71,8 @@ def test_unknown_backend_and_model():
     (TENSORNET, torch.float32, CPU, "torch"),
     (TENSORNET, torch.float64, CUDA, "torch"),
     ({**TENSORNET, "activation": "mish"}, torch.float32, CUDA, "torch"),
-    ({"model": "equivariant-transformer"}, torch.float32, CUDA, "torch"),
+    ({"model": "equivariant-transformer", "activation": "silu"}, torch.float32, CUDA, "triton"),
+    ({"model": "graph-network", "activation": "silu"}, torch.float32, CPU, "torch"),
 ])
 def test_auto_picks_triton_only_where_it_serves(hparams, dtype, device, expected):
     assert registry.choose_backend("auto", hparams, dtype, device) == expected

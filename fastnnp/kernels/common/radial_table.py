@@ -104,18 +104,17 @@ def table_position(d, valid, pieces, lower, upper, rate, scale, slope_scale,
 
 
 @triton.jit
-def table_group(coef_ptr, row, u, dt, use, group: tl.constexpr, F, BF: tl.constexpr, SLOPE: tl.constexpr):
-    """Value [M, BF] of channel group ``group`` at the edges' pieces (``row``, ``u``, ``dt``,
-    ``use`` from :func:`table_position`), and with ``SLOPE`` its d/dd (else the value again):
-    the piece's four rows gathered once, value and slope from the same cubic, 0 where not ``use``."""
-    f = tl.arange(0, BF)
-    C = 3 * F
-    offsets = row[:, None] * C + group * F + f[None, :]
-    mask = use[:, None] & (f[None, :] < F)
-    c0 = tl.load(coef_ptr + offsets, mask=mask, other=0.0)
-    c1 = tl.load(coef_ptr + offsets + C, mask=mask, other=0.0)
-    c2 = tl.load(coef_ptr + offsets + 2 * C, mask=mask, other=0.0)
-    c3 = tl.load(coef_ptr + offsets + 3 * C, mask=mask, other=0.0)
+def table_channels(coef_ptr, row, u, dt, use, chan, mask, C, SLOPE: tl.constexpr):
+    """Value [M, BC] of a table's channels ``chan`` [BC] (those in ``mask``) of C at the edges'
+    pieces (``row``, ``u``, ``dt``, ``use`` from :func:`table_position`), and with ``SLOPE`` its
+    d/dd (else the value again): the piece's four rows gathered once, value and slope from the
+    same cubic, 0 where not ``use``."""
+    offsets = row[:, None] * C + chan[None, :]
+    m = use[:, None] & mask[None, :]
+    c0 = tl.load(coef_ptr + offsets, mask=m, other=0.0)
+    c1 = tl.load(coef_ptr + offsets + C, mask=m, other=0.0)
+    c2 = tl.load(coef_ptr + offsets + 2 * C, mask=m, other=0.0)
+    c3 = tl.load(coef_ptr + offsets + 3 * C, mask=m, other=0.0)
     uu = u[:, None]
     value = c0 + uu * (c1 + uu * (c2 + uu * c3))
     if SLOPE:
@@ -123,3 +122,10 @@ def table_group(coef_ptr, row, u, dt, use, group: tl.constexpr, F, BF: tl.conste
     else:
         slope = value
     return value, slope
+
+
+@triton.jit
+def table_group(coef_ptr, row, u, dt, use, group: tl.constexpr, F, BF: tl.constexpr, SLOPE: tl.constexpr):
+    """:func:`table_channels` of channel group ``group`` (F channels) of a table of 3F (TensorNet's I, A, S)."""
+    f = tl.arange(0, BF)
+    return table_channels(coef_ptr, row, u, dt, use, group * F + f, f < F, 3 * F, SLOPE)

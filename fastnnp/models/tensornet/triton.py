@@ -33,31 +33,19 @@ from typing import NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ...kernels.common.codes import RBF_CODES
+from ...kernels.common.basis import kernel_basis
 from ...kernels.common.radial_table import KernelTable, kernel_table
 from ...kernels.tensornet.embedding_messages import DistanceProjection, embedding_messages
 from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_messages
 from ...kernels.tensornet.atom_tensors import embedding_components, normalized, readout_invariants
 from ...kernels.tensornet.channel_mix import MixWeights, channel_mix, mix_weights
 from ...kernels.tensornet.interaction_update import message_products, residual_update
-from ...kernels.common.table_vectors import table_vectors
-from ...kernels.common.op_args import constant
-from ...kernels.common.search_plan import PlannedTableSearch
 from ..common.activations import kernel_code
-from ...kernels.common.interpreter import check_triton_device
-from ..common.radial import ExpNormalSmearing
+from ..common.triton_representation import TritonRepresentation
 from .component_algebra import COMPONENT_GROUP
 from .reference import Interaction, TensorEmbedding, TensorNet, loop_filter
 
 PRECISIONS = ("ieee", "tf32")
-
-
-def _basis(expansion: nn.Module) -> tuple[int, Tensor, Tensor, float]:
-    """(kernel code, p0 [R], p1 [R], alpha) of a radial basis module."""
-    if isinstance(expansion, ExpNormalSmearing):
-        return RBF_CODES["expnorm"], expansion.means.detach(), expansion.betas.detach(), expansion.alpha
-    offset = expansion.offset.detach()
-    return RBF_CODES["gauss"], offset, expansion.coeff.detach().expand_as(offset).contiguous(), 0.0
 
 
 def interaction_filter(layer: Interaction, expansion: nn.Module) -> Union[RadialMLP, KernelTable]:
@@ -67,7 +55,7 @@ def interaction_filter(layer: Interaction, expansion: nn.Module) -> Union[Radial
         return kernel_table(layer.radial_table)
     first, second, third = layer.linears_scalar
     return RadialMLP(
-        *_basis(expansion), layer.cutoff_lower, layer.cutoff_upper, kernel_code(layer.act),
+        *kernel_basis(expansion), layer.cutoff_lower, layer.cutoff_upper, kernel_code(layer.act),
         first.weight.detach(), first.bias.detach(), second.weight.detach(), second.bias.detach(),
         third.weight.detach(), third.bias.detach(),
     )
@@ -80,13 +68,13 @@ def embedding_filter(embedding: TensorEmbedding, expansion: nn.Module) -> Union[
         return kernel_table(embedding.radial_table)
     projections = (embedding.distance_proj1, embedding.distance_proj2, embedding.distance_proj3)
     return DistanceProjection(
-        *_basis(expansion), embedding.cutoff_lower, embedding.cutoff_upper,
+        *kernel_basis(expansion), embedding.cutoff_lower, embedding.cutoff_upper,
         torch.cat([p.weight.detach() for p in projections]).contiguous(),
         torch.cat([p.bias.detach() for p in projections]).contiguous(),
     )
 
 
-class TritonTensorNet(TensorNet):
+class TritonTensorNet(TritonRepresentation, TensorNet):
     """:class:`TensorNet` with its neighbour search and edge work on Triton kernels (float32).
 
     ``precision`` is the radial-MLP kernels' matmul input precision: "ieee" (exact float32,
@@ -99,33 +87,17 @@ class TritonTensorNet(TensorNet):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        # plans once per topology, then searches with no host sync; a fastnnp.neighbors.reuse cache may replace it
-        self.table_search = PlannedTableSearch()
-        self._constants: Optional[tuple] = None
-        for layer in (self.tensor_embedding, *self.layers):
-            kernel_code(layer.act)
+        self.setup_kernels(layer.act for layer in (self.tensor_embedding, *self.layers))
 
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
     ) -> tuple[Tensor, None]:
-        if pos.dtype != torch.float32:
-            raise ValueError(f"backend='triton' runs float32 only, got {pos.dtype}; use backend='torch' for float64")
-        check_triton_device(pos.device)
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-            raise RuntimeError(
-                "backend='triton' treats the parameters as constants (energies, forces, stress); "
-                "freeze them with model.requires_grad_(False), or train with backend='torch'"
-            )
         if self.precision != "ieee" and all(m.radial_table is not None for m in (self.tensor_embedding, *self.layers)):
             raise ValueError(
                 f"precision={self.precision!r} sets the radial MLP kernels' matmuls, and every filter reads a "
                 "radial table (no matmul): load with radial='exact' to use it, or keep precision='ieee'"
             )
-        table = self.table_search(
-            constant(pos), batch, self.cutoff_upper, self.cutoff_lower,
-            box=None if box is None else constant(box),
-        )
-        vec = table_vectors(table, pos, batch, box)
+        table, vec = self.kernel_edges(pos, batch, box)
         charge_factor = pos.new_ones(pos.shape[0]) if q is None else 1 + 0.1 * q.to(pos.dtype)[batch]
         constants = self.kernel_constants()
         X = self._embed(z, vec, table.neighbors, table.counts, constants)
@@ -136,23 +108,6 @@ class TritonTensorNet(TensorNet):
             products = message_products(messages, features, layer.self_loop, charge_factor, self.equivariance_invariance_group)
             X = residual_update(X, channel_mix(products, layer.mix_out), charge_factor)
         return self.readout_head(readout_invariants(X)), None
-
-    def kernel_constants(self) -> "KernelConstants":
-        """The kernels' view of the parameters (filters, self loops, stacked mixing weights),
-        made once per parameter version and radial tables (parameters are constants here).
-        ``load_state_dict``, ``.to()`` and in-place edits under ``no_grad`` rebuild them; an edit
-        through ``p.data`` bypasses the version counter and is not seen (like the radial tables,
-        built at load). torch.compile traces the ones an eager call made (or makes them in its graph)."""
-        if torch.compiler.is_compiling():
-            return self._make_constants() if self._constants is None else self._constants[1]
-        key = (
-            tuple((p.data_ptr(), p._version, p.device) for p in self.parameters()),
-            tuple(id(m.radial_table) for m in (self.tensor_embedding, *self.layers)),
-        )
-        if self._constants is None or self._constants[0] != key:
-            with torch.no_grad():
-                self._constants = (key, self._make_constants())
-        return self._constants[1]
 
     def _make_constants(self) -> "KernelConstants":
         expansion, embedding = self.distance_expansion, self.tensor_embedding

@@ -1,0 +1,67 @@
+"""What every representation on Triton kernels shares (TensorNet, ET, GN): the backend's
+refusals, the planned neighbour search and its edge vectors, and the kernels' view of the
+parameters made once per parameter version.
+
+A representation class derives from its reference class and :class:`TritonRepresentation`,
+calls :meth:`~TritonRepresentation.setup_kernels` in ``__init__`` and defines
+``_make_constants()``; its forward starts with :meth:`~TritonRepresentation.kernel_edges`.
+"""
+
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ...kernels.common.interpreter import check_triton_device
+from ...kernels.common.op_args import constant
+from ...kernels.common.search_plan import PlannedTableSearch
+from ...kernels.common.table_vectors import table_vectors
+from ...neighbors.table import NeighborTable
+from .activations import kernel_code
+
+
+class TritonRepresentation:
+    """Mixin for an ``nn.Module`` representation whose edge work runs on Triton kernels."""
+
+    def setup_kernels(self, activations: Iterable[nn.Module]) -> None:
+        """The search hook and the constants cache; ValueError for an activation in
+        ``activations`` that has no kernel."""
+        # plans once per topology, then searches with no host sync; a fastnnp.neighbors.reuse cache may replace it
+        self.table_search = PlannedTableSearch()
+        self._constants: Optional[tuple] = None
+        for act in activations:
+            kernel_code(act)
+
+    def kernel_edges(self, pos: Tensor, batch: Tensor, box: Optional[Tensor]) -> tuple[NeighborTable, Tensor]:
+        """The neighbour table within the cutoffs and its edge vectors [N, K, 3]
+        (differentiable in ``pos`` and ``box``), after the backend's refusals: float32 only,
+        a CUDA device (or the interpreter), frozen parameters."""
+        if pos.dtype != torch.float32:
+            raise ValueError(f"backend='triton' runs float32 only, got {pos.dtype}; use backend='torch' for float64")
+        check_triton_device(pos.device)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError(
+                "backend='triton' treats the parameters as constants (energies, forces, stress); "
+                "freeze them with model.requires_grad_(False), or train with backend='torch'"
+            )
+        table = self.table_search(
+            constant(pos), batch, self.cutoff_upper, self.cutoff_lower, box=None if box is None else constant(box),
+        )
+        return table, table_vectors(table, pos, batch, box)
+
+    def kernel_constants(self) -> Any:
+        """The kernels' view of the parameters (``_make_constants()``), made once per parameter
+        version and radial tables (parameters are constants here). ``load_state_dict``, ``.to()``
+        and in-place edits under ``no_grad`` rebuild it; an edit through ``p.data`` bypasses the
+        version counter and is not seen (like the radial tables, built at load). torch.compile
+        traces the one an eager call made (or makes it in its graph)."""
+        if torch.compiler.is_compiling():
+            return self._make_constants() if self._constants is None else self._constants[1]
+        key = (
+            tuple((p.data_ptr(), p._version, p.device) for p in self.parameters()),
+            tuple(id(m.radial_table) for m in self.modules() if hasattr(m, "radial_table")),
+        )
+        if self._constants is None or self._constants[0] != key:
+            with torch.no_grad():
+                self._constants = (key, self._make_constants())
+        return self._constants[1]
