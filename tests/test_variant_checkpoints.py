@@ -189,6 +189,29 @@ def test_variant_checkpoint_matches_torchmdnet(request, tmp_path, model_name, in
         assert_differs(ref, fastnnp_outputs(ours_model, inputs), dtype, "box_vecs")
 
 
+# Float32 variants the Triton kernels serve (kernel activations), one per feature they cover.
+TRITON_CASES = [c for c in CASES if c.id in (
+    "et-keys-vector_cutoff", "et-values-gauss-cutoff_lower", "et-ssp-tanh-trainable_rbf", "et-pbc",
+    "et-EquivariantDipoleMoment", "gn-add", "gn-mean-neighbor_embedding", "gn-max-ssp-gauss", "gn-pbc-max",
+    "gn-DipoleMoment",
+)]
+
+
+@pytest.mark.parametrize("model_name, inputs_kind, overrides", TRITON_CASES)
+def test_variant_checkpoint_on_triton_matches_torchmdnet(request, tmp_path, model_name, inputs_kind, overrides):
+    """ET and GN variants on the Triton kernels (CPU interpreter) against TorchMD-Net's own
+    numbers, with the exact filters (the radial MLP kernels) and with radial tables."""
+    hp = make_hparams(model_name, **overrides)
+    reference = build_reference(hp, seed=seed_of(request))
+    path = write_checkpoint(tmp_path / "model.ckpt", reference.state_dict(), hp)
+    inputs = make_inputs(inputs_kind, hp)
+    ref = reference_outputs(reference, inputs)
+    for radial in ("exact", "auto"):
+        model = fastnnp.load_model(path, backend="triton", radial=radial)
+        assert type(model.representation_model).__name__.startswith("Triton")
+        check(fastnnp_outputs(model, inputs), ref, torch.float32)
+
+
 # ------------------------------------------------------------------ delta learning (Atomref)
 def tmn_load(path, **kwargs) -> torch.nn.Module:
     """``torchmdnet.models.model.load_model`` on the pure-torch TensorNet path, eval mode.

