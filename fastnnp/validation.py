@@ -1,5 +1,7 @@
 """Input checks that turn bad input into a clear error before any model code runs."""
 
+import math
+
 from typing import Optional
 
 import torch
@@ -54,10 +56,13 @@ def check_inputs(
         raise ValueError(
             f"atomic number {int(z[i])} of atom {i} is not supported: this model handles 1..{max_z - 1}"
         )
-    bad_pos = ~torch.isfinite(pos)
-    if bool(bad_pos.any()):
-        i = _first_bad_index(bad_pos)
-        raise ValueError(f"position of atom {i} is not finite: {pos[i].tolist()}")
+    # one sum is finite when every position is (a NaN or Inf anywhere makes it non-finite); only
+    # then is the bad atom looked for (a sum that overflowed finds none)
+    if not math.isfinite(float(pos.sum())):
+        bad_pos = ~torch.isfinite(pos)
+        if bool(bad_pos.any()):
+            i = _first_bad_index(bad_pos)
+            raise ValueError(f"position of atom {i} is not finite: {pos[i].tolist()}")
     if int(batch[0]) != 0 or bool((batch[1:] < batch[:-1]).any()):
         raise ValueError("batch must be sorted (non-decreasing) and start at 0: atoms of one system together")
     if bool(((batch[1:] - batch[:-1]) > 1).any()):

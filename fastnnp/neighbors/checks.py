@@ -5,6 +5,7 @@ a model call's validation (:mod:`fastnnp.validation`) and the ASE calculator, so
 accepted by all of them or by none. Each layer words its own error message.
 """
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -44,7 +45,8 @@ def check_search_inputs(
     """
     pos, batch = _positions_and_batch(pos, batch)
     cu, cl = _cutoffs(cutoff_upper, cutoff_lower)
-    if pos.shape[0] > 0 and not bool(torch.isfinite(pos.detach()).all()):
+    # one sum first (finite when every position is); the elementwise test only when it is not
+    if pos.shape[0] > 0 and not math.isfinite(float(pos.detach().sum())) and not bool(torch.isfinite(pos.detach()).all()):
         raise ValueError("pos contains non-finite values")
 
     if pbc is not None:

@@ -41,7 +41,7 @@ def edge_vectors(pos: Tensor, box: Optional[Tensor], batch: Tensor, i: Tensor, j
 
 def safe_norm(vec: Tensor) -> Tensor:
     """[E] ``|vec|`` of vec [E, 3], with a zero (not NaN) gradient at vec = 0."""
-    sq = vec[:, 0] * vec[:, 0] + vec[:, 1] * vec[:, 1] + vec[:, 2] * vec[:, 2]
+    sq = (vec * vec).sum(1)
     nonzero = sq > 0
     return torch.where(nonzero, torch.sqrt(torch.where(nonzero, sq, torch.ones_like(sq))), torch.zeros_like(sq))
 

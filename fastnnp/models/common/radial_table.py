@@ -284,6 +284,26 @@ def attach_radial_tables(
     return attached
 
 
+def stacked_table(tables: list[Optional[RadialTable]]) -> Optional[RadialTable]:
+    """One table with the channels of ``tables`` side by side (coefficients concatenated, each
+    table's block in order), so one lookup evaluates them all; None unless every table exists
+    and they share their grid (pieces, lower, upper, rate, zero_outside) and dtype and device.
+    Its ``bound`` is the largest of theirs."""
+    if not tables or any(t is None for t in tables):
+        return None
+    first = tables[0]
+    grid = (first.pieces, first.lower, first.upper, first.rate, first.zero_outside, first.coefficients.dtype,
+            first.coefficients.device)
+    if any((t.pieces, t.lower, t.upper, t.rate, t.zero_outside, t.coefficients.dtype, t.coefficients.device) != grid
+           for t in tables):
+        return None
+    return RadialTable(
+        torch.cat([t.coefficients for t in tables], 2), first.lower, first.upper, first.rate,
+        max(t.bound for t in tables), "+".join(t.name for t in tables), first.zero_outside,
+        torch.cat([t.at_zero for t in tables]),
+    )
+
+
 def radial_tables(model: nn.Module) -> list[RadialTable]:
     """The tables attached anywhere in ``model``."""
     return [m for m in model.modules() if isinstance(m, RadialTable)]

@@ -51,7 +51,7 @@ from .pair_messages import (
 )
 from .pair_ops import spread
 from ..common.radial import cosine_cutoff, radial_basis
-from ..common.radial_table import RadialFilter, RadialTable, basis_rate
+from ..common.radial_table import RadialFilter, RadialTable, basis_rate, stacked_table
 
 GROUPS = ("O(3)", "SO(3)")
 # Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
@@ -114,7 +114,11 @@ class TensorEmbedding(nn.Module):
         """Messages [P, 10, F] of one chunk of pairs, to ``first`` then to ``second``: the I, A
         and S radial weights times the type terms and (1, the unit direction, the six entries of
         its outer product)."""
-        radial = ca.per_component(self.pair_filter(rbf_fn, distance))
+        return self.filtered_pair_messages(first, second, self.pair_filter(rbf_fn, distance), vec, distance, z_recv, z_send)
+
+    def filtered_pair_messages(self, first, second, filters, vec, distance, z_recv, z_send) -> tuple[Tensor, Tensor]:
+        """:meth:`pair_messages` with the pairs' radial weights ``filters`` [P, 3, F] given."""
+        radial = ca.per_component(filters)
         unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
         angular = torch.cat((torch.ones_like(distance)[:, None], unit, outer_six(unit)), 1)[:, :, None]
         to_first = radial * angular
@@ -123,17 +127,26 @@ class TensorEmbedding(nn.Module):
             ca.transposed(to_first) * (z_recv[second] + z_send[first])[:, None],
         )
 
-    def forward(self, z, pairs: HalfList, rbf_fn, memory_budget: int, recompute: bool) -> Tensor:
+    def forward(
+        self, z, pairs: HalfList, rbf_fn, memory_budget: int, recompute: bool, filters: Optional[Tensor] = None
+    ) -> Tensor:
+        """Components [N, 10, F] of the initial tensors; ``filters`` [P, 3, F]: the pairs' radial
+        weights when already looked up (:meth:`TensorNet.stacked_filters`)."""
         F = self.hidden_channels
         z_recv, z_send = self.atom_terms(z)
         scalar = loop_filter(self, rbf_fn, z_recv)[0] * (z_recv + z_send)
         messages = torch.cat((scalar[:, None], z_recv.new_zeros(len(z), 9, F)), 1)
 
-        def pair_messages(*args):
-            return self.pair_messages(rbf_fn, *args)
+        if filters is None:
+            pair_args = (pairs.vec, pairs.distance)
 
+            def pair_messages(*args):
+                return self.pair_messages(rbf_fn, *args)
+        else:
+            pair_args = (filters, pairs.vec, pairs.distance)
+            pair_messages = self.filtered_pair_messages
         (messages,) = sum_pair_messages(
-            pair_messages, pairs, (pairs.vec, pairs.distance), (z_recv, z_send), (messages,),
+            pair_messages, pairs, pair_args, (z_recv, z_send), (messages,),
             chunk_size=CACHE_CHUNK,
             # Radial weights and pair factors kept for backward: about 30 F values per pair.
             segment_size=recompute_segment(pairs.first.shape[0], 30 * F, memory_budget),
@@ -237,7 +250,12 @@ class Interaction(nn.Module):
         products = self.products(messages, features, self_loop, charge_factor, self.group)
         return (self.residual(X, self.channel_mix(products), charge_factor),)
 
-    def forward(self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int, recompute: bool) -> Tensor:
+    def forward(
+        self, X, pairs: HalfList, rbf_fn, charge_factor, memory_budget: int, recompute: bool,
+        filters: Optional[Tensor] = None,
+    ) -> Tensor:
+        """The new components [N, 10, F]; ``filters`` [P, 3, F]: the pairs' radial weights when
+        already looked up (:meth:`TensorNet.stacked_filters`)."""
         F = self.hidden_channels
         X, features = map_atoms(self.mix, (X,), recompute)
         self_loop = loop_filter(self, rbf_fn, X)
@@ -247,7 +265,9 @@ class Interaction(nn.Module):
         def filtered_messages(first, second, distance, features):
             return self.filtered_messages(rbf_fn, first, second, distance, features)
 
-        if segment_size is None:
+        if filters is not None:
+            messages = spread(filters, features, pairs.first, pairs.second, ca.component_group(features.device))
+        elif segment_size is None:
             (messages,) = filtered_messages(pairs.first, pairs.second, pairs.distance, features)
         else:
             (messages,) = add_checkpointed_segments(
@@ -294,6 +314,8 @@ class TensorNet(nn.Module):
         self.equivariance_invariance_group = equivariance_invariance_group
         self.memory_budget = memory_budget
         self.neighbor_search = neighbor_list  # a fastnnp.neighbors.reuse cache may replace it
+        # (key, the modules' radial tables side by side or None): stacked_filters' one lookup
+        self._stacked: Optional[tuple] = None
         self.distance_expansion = radial_basis(
             rbf_type, self.cutoff_lower, self.cutoff_upper, num_rbf, trainable_rbf, dtype
         )
@@ -320,11 +342,31 @@ class TensorNet(nn.Module):
         charge_factor = (1 + 0.1 * atom_charge)[:, None, None]
         # Per-atom values autograd keeps in a layer: about 20 tensors of 10 F each.
         recompute = atoms_need_recompute(z.shape[0], 20 * 10 * self.hidden_channels, self.memory_budget)
-        X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget, recompute)
-        for layer in self.layers:
-            X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget, recompute)
+        filters = self.stacked_filters(pairs.distance)
+        X = self.tensor_embedding(z, pairs, self.distance_expansion, self.memory_budget, recompute, filters[0])
+        for layer, layer_filters in zip(self.layers, filters[1:], strict=True):
+            X = layer(X, pairs, self.distance_expansion, charge_factor, self.memory_budget, recompute, layer_filters)
         (x,) = map_atoms(self.readout, (X,), recompute)
         return x, None
+
+    def stacked_filters(self, distance: Tensor) -> list[Optional[Tensor]]:
+        """The embedding's and each layer's radial weights [P, 3, F] at the pairs' ``distance``
+        [P] from one lookup, when every filter has a radial table, the tables share their grid
+        (:func:`~fastnnp.models.common.radial_table.stacked_table`) and the lookups' values
+        and slopes fit the memory budget (as the embedding's own do); else None for each
+        (every module looks its own filter up, in its own chunks)."""
+        modules = [self.tensor_embedding, *self.layers]
+        F = self.hidden_channels
+        if recompute_segment(distance.shape[0], 30 * F, self.memory_budget) is not None:
+            return [None] * len(modules)
+        key = tuple((id(m.radial_table), None if m.radial_table is None else m.radial_table.coefficients.data_ptr())
+                    for m in modules)
+        if self._stacked is None or self._stacked[0] != key:
+            self._stacked = (key, stacked_table([m.radial_table for m in modules]))
+        table = self._stacked[1]
+        if table is None:
+            return [None] * len(modules)
+        return list(table(distance).view(-1, len(modules), 3, F).unbind(1))
 
     def radial_filters(self) -> list[RadialFilter]:
         """The embedding's and each layer's pair filter, for tables (both include the cutoff)."""

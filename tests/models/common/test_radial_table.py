@@ -121,3 +121,40 @@ def test_calculator_passes_radial_through(data_dir):
         warnings.simplefilter("error")
         calc = fastnnp.FastNNPCalculator(data_dir / "tensornet" / "model.ckpt", radial="exact")
     assert radial_tables(calc.model) == []
+
+
+def test_a_stacked_table_is_its_tables_side_by_side():
+    filters = _filters()
+    tables = [build_radial_table(f.fn, f.lower, f.upper, 64, f.rate, f.path, f.zero_outside) for f in filters]
+    stacked = rt.stacked_table(tables)
+    d = (torch.rand(300, dtype=torch.float64) * 4.2).requires_grad_()
+    values = stacked(d)
+    torch.testing.assert_close(values, torch.cat([t(d) for t in tables], 1), rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(values.sum(), d)
+    (expected,) = torch.autograd.grad(sum(t(d).sum() for t in tables), d)
+    torch.testing.assert_close(grad, expected)
+    assert torch.equal(stacked.at_zero, torch.cat([t.at_zero for t in tables]))
+    other = build_radial_table(filters[0].fn, filters[0].lower, filters[0].upper, 32, filters[0].rate, "other", True)
+    assert rt.stacked_table([tables[0], other]) is None  # another grid
+    assert rt.stacked_table([tables[0], None]) is None
+
+
+@pytest.mark.parametrize("kind", ["open", "periodic", "batched"])
+def test_tensornet_with_one_lookup_equals_one_lookup_per_filter(tmp_path, monkeypatch, kind):
+    """The torch path looks all of TensorNet's tabulated filters up at once when they share a
+    grid (the preset's do): the same energies and forces as one lookup per module."""
+    from fastnnp.bench.models import write_preset_checkpoint
+    from tests.helpers.kernel_cases import random_system
+    from tests.helpers.parity import assert_matches
+
+    model = fastnnp.load_model(write_preset_checkpoint("tensornet-64", str(tmp_path / "tn.ckpt"), seed=1))
+    representation = model.representation_model
+    z, pos, batch, box = random_system(kind, seed=4)
+    stacked = model(z, pos, batch, box=box)
+    assert representation._stacked[1] is not None and representation._stacked[1].channels == 3 * 3 * 64
+    monkeypatch.setattr("fastnnp.models.tensornet.reference.stacked_table", lambda tables: None)
+    representation._stacked = None
+    separate = model(z, pos, batch, box=box)
+    assert representation._stacked[1] is None
+    assert_matches(*stacked, *separate, torch.float32)
+    assert (stacked[1] - separate[1]).abs().max() < 1e-5 * stacked[1].abs().max()
