@@ -31,8 +31,11 @@ class FastNNPCalculator(Calculator):
     (eV per atom, for models whose energy is a sum of atom terms), ``stress`` (eV/Å³, Voigt
     order xx yy zz yz xz xy, the strain derivative of the energy over the volume) for fully
     periodic cells, computed from the first call that asks for it on (MD that needs only
-    forces never pays for it; :meth:`calculate_batch` gives it for every periodic cell); an ensemble adds ``energy_std`` and ``forces_std`` (and ``stress_std``),
-    the spread over its members.
+    forces never pays for it; :meth:`calculate_batch` gives it for every periodic cell), and
+    ``charges`` (elementary charges per atom, when asked for) for models that predict partial
+    charges (TensorNet2: :meth:`fastnnp.models.potential.NeuralPotential.partial_charges`, which
+    sum to the total charge); an ensemble adds ``energy_std`` and ``forces_std`` (and
+    ``stress_std``, ``charges_std``), the spread over its members.
 
     Each member runs a :class:`fastnnp.step.EnergyStep`: inputs validated once per topology
     (atom count, numbers, charges, cell shape), then no host sync inside a call; on CUDA a
@@ -53,7 +56,7 @@ class FastNNPCalculator(Calculator):
         load_kwargs: passed to :func:`fastnnp.load_model` (e.g. ``backend``, ``layout``).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress", "charges"]
 
     def __init__(
         self,
@@ -104,7 +107,7 @@ class FastNNPCalculator(Calculator):
         self._stress_asked = self._stress_asked or "stress" in properties
         results = self._evaluate(
             [atoms.numbers], [atoms.positions], [atoms.cell.array] if periodic else None, [self._charge(atoms)],
-            "energies" in properties, periodic and self._stress_asked,
+            "energies" in properties, periodic and self._stress_asked, "charges" in properties,
         )
         self.results = {name: value[0] for name, value in results.items()}
 
@@ -119,7 +122,7 @@ class FastNNPCalculator(Calculator):
         structure runs alone), open and periodic ones in separate calls.
 
         Returns one dict per structure, in order, with the keys of ``results`` (``stress``
-        for periodic cells, ``energies`` when asked for in ``properties``).
+        for periodic cells, ``energies`` and ``charges`` when asked for in ``properties``).
         """
         images = list(images)
         want_energies = "energies" in properties
@@ -130,7 +133,7 @@ class FastNNPCalculator(Calculator):
                 chosen = [images[k] for k in group]
                 results = self._evaluate(
                     [a.numbers for a in chosen], [a.positions for a in chosen], [a.cell.array for a in chosen] if periodic else None,
-                    [self._charge(a) for a in chosen], want_energies, periodic,
+                    [self._charge(a) for a in chosen], want_energies, periodic, "charges" in properties,
                 )
                 for slot, k in enumerate(group):
                     output[k] = {name: value[slot] for name, value in results.items()}
@@ -145,8 +148,9 @@ class FastNNPCalculator(Calculator):
         charges: list[float],
         want_energies: bool,
         want_stress: bool,
+        want_charges: bool = False,
     ) -> dict[str, list]:
-        """Energies, forces and, where wanted, stresses and per-atom energies of several systems in one
+        """Energies, forces and, where wanted, stresses, per-atom energies and charges of several systems in one
         model call; each result is a list with one entry per system, in ASE units. Per call, positions
         (and cells) go to the device and one flat tensor of results comes back."""
         start = time.perf_counter()
@@ -156,6 +160,9 @@ class FastNNPCalculator(Calculator):
         box = None if cells is None else torch.as_tensor(np.stack(cells) / self.length_factor, **to_model)
         properties = ("energy", "forces") + ("energies",) * want_energies + ("stress",) * want_stress
         members = [self._member_results(m, z, pos, batch, box, q, properties) for m in self.members]
+        if want_charges:
+            for member, results in zip(self.members, members, strict=True):
+                results["charges"] = _partial_charges(member, z, pos, batch, box, q)
         host = _to_host(_combine(members))
         if self.first_call_seconds is None:
             self.first_call_seconds = time.perf_counter() - start
@@ -288,6 +295,18 @@ def _groups(images: Sequence[Atoms], max_atoms: int, properties: Sequence[str]) 
     return groups
 
 
+def _partial_charges(member: NeuralPotential, z, pos, batch, box, q) -> Tensor:
+    """The member's predicted partial charges [N] (elementary charges); refused for models
+    that predict none."""
+    charges = member.partial_charges(z, pos, batch, box, q)
+    if charges is None:
+        raise PropertyNotImplementedError(
+            f"charges need a model that predicts partial charges (TensorNet2); this one is "
+            f"{type(member.representation_model).__name__}"
+        )
+    return charges
+
+
 def _voigt(tensor: Tensor) -> Tensor:
     """[S, 3, 3] -> [S, 6] in ASE's Voigt order xx yy zz yz xz xy."""
     rows, cols = [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]
@@ -320,7 +339,7 @@ def _split(host: dict[str, np.ndarray], sizes: list[int]) -> dict[str, list]:
     bounds = np.cumsum([0, *sizes])
     results: dict[str, list] = {}
     for name, value in host.items():
-        if name.startswith(("forces", "energies")):
+        if name.startswith(("forces", "energies", "charges")):
             results[name] = [value[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         elif name.startswith("stress"):
             results[name] = list(value)

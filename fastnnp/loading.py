@@ -42,8 +42,8 @@ def load_model(
         derivative: also return forces (minus the energy gradient); else ``None``.
         device: where the model lives (default CPU).
         dtype: float32 or float64; default: the checkpoint's training precision.
-        layout: TensorNet weight layout ``"auto"`` | ``"legacy"`` | ``"current"`` (see
-            :func:`fastnnp.checkpoint.tensornet_layout`).
+        layout: TensorNet / TensorNet2 weight layout ``"auto"`` | ``"legacy"`` | ``"current"``
+            (see :func:`fastnnp.checkpoint.tensornet_layout`; AceFF-2.0 checkpoints are legacy).
         trust_checkpoint: allow files that need arbitrary unpickling (runs code from them).
         backend: ``"triton"`` runs the model on fused Triton kernels (float32, on CUDA; on CPU
             only under ``TRITON_INTERPRET=1``; parameters frozen; TensorNet), ``"torch"`` the

@@ -128,7 +128,7 @@ def test_weights_that_do_not_fit(tmp_path, data_dir):
 
 @pytest.mark.parametrize("name, message", [
     ("foo", "unknown model 'foo'; supported: tensornet, equivariant-transformer, graph-network"),
-    ("tensornet2", "model 'tensornet2' .TensorNet2. is not supported"),
+    ("transformer", "model 'transformer' .the deprecated TorchMD-T transformer. is not supported"),
 ])
 def test_unknown_model_name(data_dir, name, message):
     ckpt = torch.load(data_dir / "tensornet" / "model.ckpt", weights_only=True)

@@ -359,3 +359,54 @@ def test_triton_backend_runs_without_skin_and_agrees_with_the_reference():
     assert triton[0] == pytest.approx(atoms.get_potential_energy(), abs=1e-5)
     np.testing.assert_allclose(triton[1], atoms.get_forces(), atol=3e-5)
     np.testing.assert_allclose(triton[2], atoms.get_stress(), atol=3e-7)
+
+
+@pytest.fixture(scope="module")
+def tensornet2_checkpoint(tmp_path_factory):
+    """A TensorNet2 checkpoint (Coulomb head, randomised) built with TorchMD-Net's create_model."""
+    pytest.importorskip("torchmdnet")
+    from tests.helpers.tensornet2 import build_tensornet2, tensornet2_hparams
+    from tests.helpers.variants import write_checkpoint
+
+    hp = tensornet2_hparams(precision=64)
+    reference = build_tensornet2(hp, seed=5)
+    return write_checkpoint(tmp_path_factory.mktemp("tn2") / "tn2.ckpt", reference.state_dict(), hp)
+
+
+def test_tensornet2_charges_follow_the_total_charge_in_info(tensornet2_checkpoint):
+    model = fastnnp.load_model(tensornet2_checkpoint)
+    atoms = reference_molecule(0)
+    atoms.calc = FastNNPCalculator(model)
+    neutral = atoms.get_charges()
+    assert neutral.shape == (len(atoms),) and np.abs(neutral).max() > 0.01
+    assert neutral.sum() == pytest.approx(0.0, abs=1e-5)
+    atoms.info["charge"] = -1
+    anion = atoms.get_charges()
+    assert anion.sum() == pytest.approx(-1.0, abs=1e-5)
+    z = torch.as_tensor(atoms.numbers)
+    pos = torch.as_tensor(atoms.positions, dtype=torch.float64)
+    expected = model.partial_charges(z, pos, q=torch.tensor([-1.0], dtype=torch.float64))
+    np.testing.assert_allclose(anion, expected.numpy(), rtol=0, atol=1e-12)
+    energy, forces = model(z, pos, q=torch.tensor([-1.0], dtype=torch.float64))
+    assert atoms.get_potential_energy() == pytest.approx(float(energy), abs=1e-9)
+    np.testing.assert_allclose(atoms.get_forces(), forces.numpy(), rtol=0, atol=1e-9)
+    other = reference_molecule(1)
+    other.info["charge"] = 2
+    batched = atoms.calc.calculate_batch([atoms, other], properties=("energy", "forces", "charges"), progress=False)
+    np.testing.assert_allclose(batched[0]["charges"], anion, rtol=0, atol=1e-12)
+    assert batched[1]["charges"].shape == (len(other),)
+    assert batched[1]["charges"].sum() == pytest.approx(2.0, abs=1e-5)
+
+
+def test_tensornet2_forces_match_finite_differences(tensornet2_checkpoint):
+    atoms = reference_molecule(1)
+    atoms.info["charge"] = 1
+    atoms.calc = FastNNPCalculator(tensornet2_checkpoint, **F64)
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5), atol=1e-5)
+
+
+def test_charges_of_a_model_without_charges_are_not_implemented(tensornet64):
+    atoms = reference_molecule(0)
+    atoms.calc = tensornet64
+    with pytest.raises(PropertyNotImplementedError, match="charges need a model that predicts partial charges"):
+        atoms.get_charges()

@@ -26,6 +26,12 @@ PRESETS = {
     "et-128": dict(_TENSORNET, model="equivariant-transformer", num_layers=6, neighbor_embedding=True),
     # TorchMD_GN's defaults (SchNet-like): 6 layers, 50 expnorm functions, neighbour embedding, add.
     "gn-128": dict(_TENSORNET, model="graph-network", num_layers=6, num_rbf=50, neighbor_embedding=True),
+    # TensorNet2 at AceFF-2.0's width: 16 charge channels per prediction, the Coulomb head in its
+    # reaction-field form (open molecules and periodic boxes alike; cells >= 10 Å wide).
+    "tensornet2-128": dict(
+        _TENSORNET, model="tensornet2", q_dim=16, q_weights=[1.0, 1.0, 1.0], output_model="ScalarPlusWeightedCoulomb",
+        coulomb_cutoff=5.0, coulomb_max_num_neighbors=128, repulsion=False,
+    ),
 }
 
 

@@ -16,11 +16,15 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from ..models.registry import canonical_name
+
 LIGHTNING_PREFIX = "model."
 REPRESENTATION_BOX_KEY = "representation_model.distance.box"
 # The box buffer each prior with a neighbour list holds, relative to ``prior_model.{i}.``.
 PRIOR_BOX_KEYS = {"ZBL": "distance.box", "Coulomb": "distance.box", "D2": "distances.box"}
 LAYOUTS = ("auto", "legacy", "current")
+# Architectures whose weights exist in the legacy [N, F, 3, 3] layout.
+_TENSORNETS = ("tensornet", "tensornet2")
 
 _LIGHTNING_PREFIX_PATTERN = re.compile(r"^model\.")
 # TorchMD-Net PR #314 renamed the output heads' MLP keys: (old-name pattern, replacement).
@@ -56,14 +60,19 @@ def tensornet_layout(hparams: dict, state: dict, layout: str, source: str = "che
     ``layout="auto"`` decides from markers and warns when it picks legacy: ``check_errors``
     in the hyper-parameters (checkpoints of 2024-01 .. v2.6.1) or no box buffer (before
     v2.5). Checkpoints of v2.6.2, or older than 2024-01 with a box buffer, carry no marker:
-    pass ``layout="legacy"`` for those.
+    pass ``layout="legacy"`` for those. TensorNet2 (and its aliases) stores the embedding's
+    linear in the same two layouts (AceFF-2.0 checkpoints are legacy, marked by
+    ``check_errors``), its layers' in the current one only.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if layout != "auto" or hparams.get("model") != "tensornet":
+    model = canonical_name(hparams.get("model"))
+    if layout != "auto" or model not in _TENSORNETS:
         return layout if layout != "auto" else "current"
     if "check_errors" in hparams:
         reason = "its hyper-parameters contain 'check_errors' (TorchMD-Net < 3.0)"
+    elif model == "tensornet2":  # TensorNet2 postdates the box buffer: check_errors is its only marker
+        return "current"
     elif REPRESENTATION_BOX_KEY not in _renamed(state):
         reason = "it has no neighbour-list box buffer (TorchMD-Net < 2.5)"
     else:
@@ -84,8 +93,11 @@ def model_state_from_lightning(lightning_state: dict[str, Tensor], hparams: dict
     (see :func:`tensornet_layout`); ``hparams`` its hyper-parameters (``model``, ``num_layers``).
     """
     state = _renamed(lightning_state)
-    if layout == "legacy" and hparams.get("model") == "tensornet":
-        state = _legacy_tensornet_to_current(state, int(hparams["num_layers"]))
+    model = canonical_name(hparams.get("model"))
+    if layout == "legacy" and model in _TENSORNETS:
+        # TensorNet2's layers were written for [N, 3, 3, F] from the start: only its embedding moves.
+        layers = int(hparams["num_layers"]) if model == "tensornet" else 0
+        state = _legacy_tensornet_to_current(state, layers)
     return {key: value for key, value in state.items() if not _BOX_KEY_PATTERN.search(key)}
 
 
@@ -121,7 +133,8 @@ def _component_major_rows(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]
 
 
 def _legacy_tensornet_to_current(state: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
-    """``state`` with the scalar linears feeding TensorNet's [N, F, 3, 3] tensors reordered for [N, 3, 3, F]."""
+    """``state`` with the scalar linears feeding TensorNet's [N, F, 3, 3] tensors reordered for
+    [N, 3, 3, F]: the embedding's and those of the first ``num_layers`` layers."""
     state = dict(state)
     prefixes = ["representation_model.tensor_embedding.linears_scalar.1"]
     prefixes += [f"representation_model.layers.{layer}.linears_scalar.2" for layer in range(num_layers)]

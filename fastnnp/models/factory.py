@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..priors import build_priors
 from . import registry
-from .output_modules import infer_num_hidden_layers, output_model_class
+from .output_modules import head_arguments, infer_num_hidden_layers, output_model_class
 from .potential import NeuralPotential
 
 _PRECISIONS = {32: torch.float32, 64: torch.float64}
@@ -32,6 +32,7 @@ def build_model(
 
     ``state_dict_keys`` (of the checkpoint to be loaded) fix the output head's MLP depth,
     which TorchMD-Net's own ``output_mlp_num_layers`` does not reliably describe.
+    ``hparams["model"]`` may be an alias (:data:`fastnnp.models.registry.ALIASES`).
     ``backend`` "triton" runs TensorNet's neighbour search and edge work on Triton kernels
     (float32, frozen parameters); "torch" is the reference.
     """
@@ -59,6 +60,7 @@ def build_model(
         reduce_op=hparams.get("reduce_op", "add"),
         dtype=dtype,
         num_hidden_layers=hidden_layers,
+        **head_arguments(hparams),
     )
     priors = build_priors(hparams) if head.allow_prior_model else []
     model = NeuralPotential(

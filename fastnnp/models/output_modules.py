@@ -14,11 +14,11 @@ the mean shift and system-wise priors around the third)::
 Keys: MLP heads hold ``output_network.layers.{0,2,...}.{weight,bias}``; gated (equivariant)
 heads hold ``output_network.{0,1}.{vec1_proj,vec2_proj}.weight`` and
 ``output_network.{0,1}.update_net.layers.{0,2}.{weight,bias}``; the dipole and spatial-extent
-heads also hold the ``atomic_mass`` buffer.
+heads also hold the ``atomic_mass`` buffer, ``ScalarPlusWeightedCoulomb`` the ``qweights`` one.
 """
 
 import re
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 from ase.data import atomic_masses_iupac2016
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from fastnnp.models.common.mlp import MLP, GatedEquivariantBlock
 from fastnnp.models.common.scatter import scatter
+from fastnnp.neighbors import neighbor_list
 
 _REDUCE_OPS = ("add", "sum", "mean", "max", "min")
 
@@ -221,6 +222,111 @@ class EquivariantVectorOutput(EquivariantScalar):
         return self._gated(x, v)[1].squeeze(-1)
 
 
+# 1/2 e^2 / (4 pi eps0) in eV Angstrom: half a Hartree times a Bohr radius (ASE's values, as
+# TorchMD-Net's head has them); every pair is added to both of its atoms.
+_HALF_COULOMB_EV_ANGSTROM = 0.5 * 27.211386024367243 * 0.5291772105638411
+# The short-range damping's radius (Angstrom) and the reaction field's solvent permittivity.
+_DAMPING_RADIUS = 4.6
+_EPSILON_SOLVENT = 78.3
+
+
+def _short_range_damping(distance: Tensor) -> Tensor:
+    """1 - exp(1 - 1 / (1 - (d / 4.6)^2)) for d < 4.6 Angstrom, 1 beyond: 0 at contact."""
+    x = (distance / _DAMPING_RADIUS).clamp(0.0, 1.0 - 1e-6)
+    return 1.0 - torch.exp(1.0 - 1.0 / (1.0 - x * x))
+
+
+def _pairs_in_systems(batch: Tensor) -> tuple[Tensor, Tensor]:
+    """Every pair i < j of atoms in the same system (O(N^2) candidates)."""
+    first, second = torch.triu_indices(batch.shape[0], batch.shape[0], 1, device=batch.device)
+    same = batch[first] == batch[second]
+    return first[same], second[same]
+
+
+def _perpendicular_widths(box: Tensor) -> Tensor:
+    """Distances between opposite faces of cells ``box`` [..., 3, 3] (rows a, b, c) -> [..., 3]."""
+    volume = torch.linalg.det(box).abs()
+    faces = torch.stack([torch.linalg.cross(box[..., 1, :], box[..., 2, :]),
+                         torch.linalg.cross(box[..., 2, :], box[..., 0, :]),
+                         torch.linalg.cross(box[..., 0, :], box[..., 1, :])], -2)
+    return volume[..., None] / torch.linalg.vector_norm(faces, dim=-1)
+
+
+class ScalarPlusWeightedCoulomb(Scalar):
+    """The :class:`Scalar` MLP per atom plus a Coulomb energy of predicted partial charges.
+
+    ``x`` [N, F + C] carries the features and then C = (num_layers + 1) q_dim charge channels
+    (TensorNet2's ``output_charges``). Per channel k every pair of atoms in a system adds
+    ``k_e / 2 * f(r) q_ik q_jk * g(r)`` to both atoms (eV, Angstrom), f the short-range damping
+    (0 at contact, 1 from 4.6 Angstrom), averaged over the channels with the ``qweights``
+    buffer [C] (the ``q_weights`` hyper-parameter, one value or q_dim values per prediction):
+
+    * ``coulomb_cutoff`` None: g = 1 / r over all pairs of each system, open boundaries only
+      (a box is an error);
+    * ``coulomb_cutoff`` r_c: the reaction field g = 1 / r + k_rf r^2 - c_rf (OpenMM's form,
+      solvent permittivity 78.3) over pairs closer than r_c; periodic cells need every
+      perpendicular width >= 2 r_c (minimum image), checked.
+
+    The box is the call's (as TorchMD-Net passes it), not the checkpoint's ``box_vecs``.
+    """
+
+    def __init__(self, hidden_channels, activation="silu", reduce_op="add", dtype=torch.float32,
+                 num_hidden_layers=0, q_dim: int = 0, num_layers: int = 0,
+                 q_weights: Sequence = (), coulomb_cutoff: Optional[float] = None):
+        super().__init__(hidden_channels, activation, reduce_op, dtype, num_hidden_layers)
+        if len(q_weights) != num_layers + 1:
+            raise ValueError(
+                f"q_weights needs one entry per charge prediction (num_layers + 1 = {num_layers + 1}), "
+                f"got {len(q_weights)}"
+            )
+        weights = torch.zeros(num_layers + 1, q_dim, dtype=dtype)
+        for k, layer_weights in enumerate(q_weights):
+            weights[k] = torch.as_tensor(layer_weights, dtype=dtype)
+        self.register_buffer("qweights", weights.flatten())
+        self.coulomb_cutoff = None if coulomb_cutoff is None else float(coulomb_cutoff)
+
+    def pre_reduce(self, x, v, z, pos, batch, box=None):
+        F = self.hidden_channels
+        charges = x[:, F:]
+        if charges.shape[1] != self.qweights.shape[0]:
+            raise ValueError(
+                f"ScalarPlusWeightedCoulomb expects {self.qweights.shape[0]} charge channels after the "
+                f"{F} features, got {charges.shape[1]}"
+            )
+        first, second, distance, kernel = self._pairs(pos, batch, box)
+        products = (charges[first] * charges[second]) @ self.qweights / self.qweights.sum()
+        pair_energy = _HALF_COULOMB_EV_ANGSTROM * _short_range_damping(distance) * products * kernel
+        coulomb = pair_energy.new_zeros(x.shape[0]).index_add(0, first, pair_energy).index_add(0, second, pair_energy)
+        return self.output_network(x[:, :F]) + coulomb[:, None]
+
+    def _pairs(self, pos: Tensor, batch: Tensor, box: Optional[Tensor]):
+        """The Coulomb pairs (first, second) [P], their distances [P] and g(r) [P]."""
+        if self.coulomb_cutoff is None:
+            if box is not None:
+                raise ValueError(
+                    "ScalarPlusWeightedCoulomb without coulomb_cutoff sums over all pairs of a molecule and "
+                    "cannot be periodic; this model was trained for open systems (no box)"
+                )
+            first, second = _pairs_in_systems(batch)
+            distance = torch.linalg.vector_norm(pos[first] - pos[second], dim=-1)
+            return first, second, distance, 1.0 / distance
+        rc = self.coulomb_cutoff
+        if box is not None:
+            widths = _perpendicular_widths(box.to(pos.dtype))
+            if bool((widths < 2 * rc).any()):
+                raise ValueError(
+                    f"the reaction-field Coulomb term needs every perpendicular width of the cell >= 2 * "
+                    f"coulomb_cutoff = {2 * rc:g} Angstrom (minimum image); the smallest is {float(widths.min()):.4g}"
+                )
+        graph = neighbor_list(pos, batch, rc, 0.0, box=box, half=True)
+        first, second = graph.edge_index
+        distance = graph.edge_weight
+        eps = _EPSILON_SOLVENT
+        k_rf = (eps - 1.0) / (2.0 * eps + 1.0) / rc**3
+        c_rf = 3.0 * eps / (2.0 * eps + 1.0) / rc
+        return first, second, distance, 1.0 / distance + k_rf * distance**2 - c_rf
+
+
 OUTPUT_MODELS: dict[str, type[OutputModel]] = {
     cls.__name__: cls
     for cls in (
@@ -231,8 +337,20 @@ OUTPUT_MODELS: dict[str, type[OutputModel]] = {
         ElectronicSpatialExtent,
         EquivariantElectronicSpatialExtent,
         EquivariantVectorOutput,
+        ScalarPlusWeightedCoulomb,
     )
 }
+
+
+def head_arguments(hparams: dict) -> dict:
+    """Constructor arguments a head takes beyond the shared ones, from TorchMD-Net
+    hyper-parameters (as its ``create_model`` passes them)."""
+    if hparams.get("output_model") != "ScalarPlusWeightedCoulomb":
+        return {}
+    return dict(
+        q_dim=int(hparams.get("q_dim", 0) or 0), num_layers=int(hparams["num_layers"]),
+        q_weights=list(hparams.get("q_weights") or []), coulomb_cutoff=hparams.get("coulomb_cutoff"),
+    )
 
 
 def output_model_class(name: str, equivariant: bool) -> type[OutputModel]:

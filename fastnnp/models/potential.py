@@ -23,7 +23,9 @@ class NeuralPotential(nn.Module):
     to ``pos`` (forces), else ``None``. Outputs carry an autograd graph only in training
     mode or when ``pos`` or ``box`` require grad (e.g. for stress); else they are detached. Units are the checkpoint's (TorchMD-Net models carry
     none). ``default_box`` [3, 3] (the checkpoint's ``box_vecs``) is the representation's box
-    when none is given; priors, as in TorchMD-Net, only see the box passed in the call.
+    when none is given; priors and the output head, as in TorchMD-Net, only see the box passed
+    in the call. A representation's own per-atom energies (its ``extra_energy`` after a call,
+    TensorNet2's ZBL repulsion) are added to the head's output before the ``std`` scaling.
     """
 
     def __init__(
@@ -79,6 +81,32 @@ class NeuralPotential(nn.Module):
         if q is not None:
             q = q.reshape(n_systems).to(self.dtype)
         return z.long(), batch.long(), q, n_systems
+
+    def partial_charges(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Optional[Tensor] = None,
+        box: Optional[Tensor] = None,
+        q: Optional[Tensor] = None,
+    ) -> Optional[Tensor]:
+        """Per-atom partial charges [n_atoms] (elementary charges) where the representation
+        predicts them (TensorNet2), else None; no autograd graph.
+
+        The mean of the predictions' charge channels, weighted by the head's ``qweights``
+        (``ScalarPlusWeightedCoulomb``; equal weights for other heads): where every channel
+        sums to a system's total charge ``q``, so do these.
+        """
+        predict = getattr(self.representation_model, "predicted_charges", None)
+        if predict is None:
+            return None
+        z, batch, q, _ = self._checked(z, pos, batch, box, q)
+        with torch.no_grad():
+            channels = predict(z, pos, batch, self.default_box if box is None else box, q)
+        weights = getattr(self.output_model, "qweights", None)
+        if weights is None:
+            return channels.mean(1)
+        return channels @ weights / weights.sum()
 
     def search_status(self) -> Optional[Tensor]:
         """The device status (0-d int32, :class:`fastnnp.status.StepStatus` bits) of the planned
@@ -175,7 +203,11 @@ class NeuralPotential(nn.Module):
         """Per-atom outputs × std with the atom-wise priors applied [n_atoms, 1]."""
         representation_box = self.default_box if box is None else box
         x, v = self.representation_model(z, pos, batch, box=representation_box, q=q)
-        x = self.output_model.pre_reduce(x, v, z, pos, batch)
+        # The head sees the call's box only (TorchMD-Net's order: box_vecs is the representation's).
+        x = self.output_model.pre_reduce(x, v, z, pos, batch, box=box)
+        extra = getattr(self.representation_model, "extra_energy", None)
+        if extra is not None:  # per-atom terms of the representation's own (TensorNet2's ZBL)
+            x = x + extra
         x = x * self.std
         for prior in self.prior_model or ():
             x = prior.pre_reduce(x, z, pos, batch, extra_args)

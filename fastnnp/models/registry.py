@@ -29,10 +29,10 @@ COMMON_KEYS = (
 # TorchMD-Net models fastnnp does not implement.
 UNSUPPORTED = {
     "transformer": "the deprecated TorchMD-T transformer",
-    "tensornet2": "TensorNet2",
-    "tensornetv2_alt": "TensorNet2",
-    "tensornet-nqe": "TensorNet2",
 }
+# Other names checkpoints use for an architecture (TorchMD-Net's load_model renames them; the
+# released aceff-2.0.ckpt says "tensornetv2_alt").
+ALIASES = {"tensornetv2_alt": "tensornet2", "tensornet-nqe": "tensornet2"}
 
 
 class Implementation(NamedTuple):
@@ -124,12 +124,29 @@ ARCHITECTURES: dict[str, Architecture] = {
             "triton": Implementation("fastnnp.models.gn.triton:TritonGraphNetwork", triton_limits),
         },
     ),
+    "tensornet2": Architecture(
+        "TensorNet2",
+        ("equivariance_invariance_group",),
+        lambda hp: dict(
+            equivariance_invariance_group=hp["equivariance_invariance_group"],
+            q_dim=int(hp.get("q_dim", 0) or 0),
+            output_charges="Coul" in hp["output_model"],
+            repulsion=bool(hp.get("repulsion", False)),
+        ),
+        {"torch": Implementation("fastnnp.models.tensornet2.reference:TensorNet2")},
+    ),
 }
 
 
+def canonical_name(name: str) -> str:
+    """``hparams["model"]`` with an alias (:data:`ALIASES`) replaced by the architecture's name."""
+    return ALIASES.get(name, name)
+
+
 def architecture(name: str) -> Architecture:
-    """The entry for ``hparams["model"]``; ValueError for unsupported and unknown models."""
+    """The entry for ``hparams["model"]`` (or an alias); ValueError for unsupported and unknown models."""
     supported = ", ".join(ARCHITECTURES)
+    name = canonical_name(name)
     if name in UNSUPPORTED:
         raise ValueError(f"model {name!r} ({UNSUPPORTED[name]}) is not supported; supported: {supported}")
     if name not in ARCHITECTURES:

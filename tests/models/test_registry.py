@@ -62,8 +62,14 @@ def test_unknown_backend_and_model():
     assert "unknown backend 'cuda'" in registry.unsupported("tensornet", "cuda", TENSORNET)
     with pytest.raises(ValueError, match="unknown model 'foo'; supported: tensornet, equivariant-transformer"):
         registry.architecture("foo")
-    with pytest.raises(ValueError, match="TensorNet2.*is not supported"):
-        registry.architecture("tensornet2")
+    with pytest.raises(ValueError, match="TorchMD-T transformer.*is not supported"):
+        registry.architecture("transformer")
+
+
+@pytest.mark.parametrize("alias", ["tensornetv2_alt", "tensornet-nqe"])
+def test_tensornet2_aliases(alias):
+    assert registry.architecture(alias) is registry.architecture("tensornet2")
+    assert "kernels for" in registry.unsupported(alias, "triton", {"model": alias}, torch.float32, "cuda", False)
 
 
 @pytest.mark.parametrize("hparams,dtype,device,expected", [
