@@ -58,7 +58,7 @@ def check_inputs(
         )
     # one sum is finite when every position is (a NaN or Inf anywhere makes it non-finite); only
     # then is the bad atom looked for (a sum that overflowed finds none)
-    if not math.isfinite(float(pos.sum())):
+    if not math.isfinite(float(pos.detach().sum())):
         bad_pos = ~torch.isfinite(pos)
         if bool(bad_pos.any()):
             i = _first_bad_index(bad_pos)
