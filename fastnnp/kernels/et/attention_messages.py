@@ -334,6 +334,48 @@ def _unit(ex, ey, ez, d):
 
 
 @triton.jit
+def _slot_step(edge_ptr, nbr_ptr, counts_ptr, q_ptr, k_ptr, v_ptr, x_ptr, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr,
+               row0, slot0, f, sv, mask, n_rows, K, F, D, R, C, alpha, lower, upper,
+               pieces, t_lower, t_upper, rate, scale, slope_scale,
+               RBF: tl.constexpr, ACT: tl.constexpr, HAS_DK: tl.constexpr, HAS_DV: tl.constexpr, CUT_LOWER: tl.constexpr,
+               TABLE: tl.constexpr, RATE: tl.constexpr, T_ZERO: tl.constexpr, T_LOWER: tl.constexpr, SLOPE: tl.constexpr,
+               SENDS: tl.constexpr, ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr):
+    """One step of ``SLOTS`` slots of the program's rows, as every kernel starts it: (receiver,
+    valid, edge, unit vector x, y, z, filter parts and their slopes, cutoff and its slope, q_i,
+    k_j, v_j's three parts, vec_j x, y, z), each [M] or [M, BF]. A slot (row, other) is the edge
+    row <- other, or with ``SENDS`` its reversal other <- row (the row atom as the sender)."""
+    M: tl.constexpr = ROWS * SLOTS
+    row, other, valid, edge, ex, ey, ez, d = edge_tile(edge_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
+    ux, uy, uz = _unit(ex, ey, ez, d)
+    dk, ds, du1, du2, sk, ss, su1, su2 = _filters(
+        d, valid, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr, f, sv, mask, F, D, R, C, alpha, lower, upper,
+        pieces, t_lower, t_upper, rate, scale, slope_scale,
+        RBF, ACT, HAS_DK, HAS_DV, TABLE, RATE, T_ZERO, T_LOWER, SLOPE, M, BF)
+    cut, cut_slope = cosine_cutoff(d, lower, upper, CUT_LOWER)
+    receiver, sender = row, other
+    if SENDS:
+        receiver, sender = other, row
+    qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, receiver, sender, valid, f, sv, mask, F, D)
+    return (receiver, valid, edge, d, ux, uy, uz, dk, ds, du1, du2, sk, ss, su1, su2, cut, cut_slope,
+            qi, kj, vs, vu1, vu2, wx, wy, wz)
+
+
+@triton.jit
+def _self_loops(q_ptr, k_ptr, v_ptr, x_ptr, loop_ptr, row0, n_rows, f, sv, mask, F, D, loop_cut,
+                HAS_DK: tl.constexpr, HAS_DV: tl.constexpr, ROWS: tl.constexpr, BF: tl.constexpr):
+    """The program's rows' self loops (d = 0, direction 0), as every kernel ends: (rows, live,
+    filter parts at d = 0, cutoff(0), a zero direction component [ROWS], and the atom's own q, k,
+    v's three parts, vec x, y, z [ROWS, BF])."""
+    rows = (row0 + tl.arange(0, ROWS)).to(tl.int64)
+    live = rows < n_rows
+    dk, ds, du1, du2 = _loop_filters(loop_ptr, f, sv, mask, F, D, HAS_DK, HAS_DV, BF)
+    cut = tl.zeros((ROWS,), tl.float32) + loop_cut
+    nil = tl.zeros((ROWS,), tl.float32)
+    qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, rows, rows, live, f, sv, mask, F, D)
+    return rows, live, dk, ds, du1, du2, cut, nil, qi, kj, vs, vu1, vu2, wx, wy, wz
+
+
+@triton.jit
 def _forward_kernel(
     edge_ptr, nbr_ptr, counts_ptr, q_ptr, k_ptr, v_ptr, x_ptr, loop_ptr, m_ptr, mv_ptr,
     p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr,
@@ -351,26 +393,17 @@ def _forward_kernel(
     acc_y = tl.zeros((ROWS, BF), tl.float32)
     acc_z = tl.zeros((ROWS, BF), tl.float32)
     for slot0 in range(0, max_count, SLOTS):
-        row, sender, valid, edge, ex, ey, ez, d = edge_tile(edge_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
-        ux, uy, uz = _unit(ex, ey, ez, d)
-        dk, ds, du1, du2, _, _, _, _ = _filters(
-            d, valid, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr, f, sv, mask, F, D, R, C, alpha, lower, upper,
-            pieces, t_lower, t_upper, rate, scale, slope_scale,
-            RBF, ACT, HAS_DK, HAS_DV, TABLE, RATE, T_ZERO, T_LOWER, False, M, BF)
-        cut, _ = cosine_cutoff(d, lower, upper, CUT_LOWER)
-        qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, row, sender, valid, f, sv, mask, F, D)
+        _, _, _, _, ux, uy, uz, dk, ds, du1, du2, _, _, _, _, cut, _, qi, kj, vs, vu1, vu2, wx, wy, wz = _slot_step(
+            edge_ptr, nbr_ptr, counts_ptr, q_ptr, k_ptr, v_ptr, x_ptr, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr,
+            row0, slot0, f, sv, mask, n_rows, K, F, D, R, C, alpha, lower, upper, pieces, t_lower, t_upper, rate, scale,
+            slope_scale, RBF, ACT, HAS_DK, HAS_DV, CUT_LOWER, TABLE, RATE, T_ZERO, T_LOWER, False, False, ROWS, SLOTS, BF)
         m, mx, my, mz = _messages(qi, kj, vs, vu1, vu2, wx, wy, wz, dk, ds, du1, du2, cut, -ux, -uy, -uz, ATTN, VC, M, BH, BD)
         acc += row_sum(m, ROWS, SLOTS, BF)
         acc_x += row_sum(mx, ROWS, SLOTS, BF)
         acc_y += row_sum(my, ROWS, SLOTS, BF)
         acc_z += row_sum(mz, ROWS, SLOTS, BF)
-    # the self loops: d = 0, direction 0
-    rows = (row0 + tl.arange(0, ROWS)).to(tl.int64)
-    live = rows < n_rows
-    dk, ds, du1, du2 = _loop_filters(loop_ptr, f, sv, mask, F, D, HAS_DK, HAS_DV, BF)
-    cut = tl.zeros((ROWS,), tl.float32) + loop_cut
-    nil = tl.zeros((ROWS,), tl.float32)
-    qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, rows, rows, live, f, sv, mask, F, D)
+    rows, live, dk, ds, du1, du2, cut, nil, qi, kj, vs, vu1, vu2, wx, wy, wz = _self_loops(
+        q_ptr, k_ptr, v_ptr, x_ptr, loop_ptr, row0, n_rows, f, sv, mask, F, D, loop_cut, HAS_DK, HAS_DV, ROWS, BF)
     m, mx, my, mz = _messages(qi, kj, vs, vu1, vu2, wx, wy, wz, dk, ds, du1, du2, cut, nil, nil, nil, ATTN, VC, ROWS, BH, BD)
     _store(m_ptr, rows, F, f, live, mask, acc + m)
     _store(mv_ptr, rows, 3 * F, f, live, mask, acc_x + mx)
@@ -394,14 +427,11 @@ def _receiver_backward_kernel(
     f, sv, mask = _channels(H, D, BH, BD)
     acc = tl.zeros((ROWS, BF), tl.float32)
     for slot0 in range(0, max_count, SLOTS):
-        row, sender, valid, edge, ex, ey, ez, d = edge_tile(edge_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
-        ux, uy, uz = _unit(ex, ey, ez, d)
-        dk, ds, du1, du2, sk, ss, su1, su2 = _filters(
-            d, valid, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr, f, sv, mask, F, D, R, C, alpha, lower, upper,
-            pieces, t_lower, t_upper, rate, scale, slope_scale,
-            RBF, ACT, HAS_DK, HAS_DV, TABLE, RATE, T_ZERO, T_LOWER, True, M, BF)
-        cut, cut_slope = cosine_cutoff(d, lower, upper, CUT_LOWER)
-        qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, row, sender, valid, f, sv, mask, F, D)
+        (row, valid, edge, d, ux, uy, uz, dk, ds, du1, du2, sk, ss, su1, su2, cut, cut_slope,
+         qi, kj, vs, vu1, vu2, wx, wy, wz) = _slot_step(
+            edge_ptr, nbr_ptr, counts_ptr, q_ptr, k_ptr, v_ptr, x_ptr, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr,
+            row0, slot0, f, sv, mask, n_rows, K, F, D, R, C, alpha, lower, upper, pieces, t_lower, t_upper, rate, scale,
+            slope_scale, RBF, ACT, HAS_DK, HAS_DV, CUT_LOWER, TABLE, RATE, T_ZERO, T_LOWER, True, False, ROWS, SLOTS, BF)
         gm, gx, gy, gz = _incoming(gm_ptr, gv_ptr, row, valid, f, mask, F)
         g_q, _, _, _, _, _, _, _, g_dk, g_ds, g_du1, g_du2, g_cut, g_dx, g_dy, g_dz = _edge_grads(
             qi, kj, vs, vu1, vu2, wx, wy, wz, dk, ds, du1, du2, cut, -ux, -uy, -uz, gm, gx, gy, gz, ATTN, VC, M, BH, BD)
@@ -414,12 +444,8 @@ def _receiver_backward_kernel(
         tl.store(ge_ptr + 3 * edge, along * ux - g_dx * inv, mask=valid)
         tl.store(ge_ptr + 3 * edge + 1, along * uy - g_dy * inv, mask=valid)
         tl.store(ge_ptr + 3 * edge + 2, along * uz - g_dz * inv, mask=valid)
-    rows = (row0 + tl.arange(0, ROWS)).to(tl.int64)
-    live = rows < n_rows
-    dk, ds, du1, du2 = _loop_filters(loop_ptr, f, sv, mask, F, D, HAS_DK, HAS_DV, BF)
-    cut = tl.zeros((ROWS,), tl.float32) + loop_cut
-    nil = tl.zeros((ROWS,), tl.float32)
-    qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, rows, rows, live, f, sv, mask, F, D)
+    rows, live, dk, ds, du1, du2, cut, nil, qi, kj, vs, vu1, vu2, wx, wy, wz = _self_loops(
+        q_ptr, k_ptr, v_ptr, x_ptr, loop_ptr, row0, n_rows, f, sv, mask, F, D, loop_cut, HAS_DK, HAS_DV, ROWS, BF)
     gm, gx, gy, gz = _incoming(gm_ptr, gv_ptr, rows, live, f, mask, F)
     g_q, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _ = _edge_grads(
         qi, kj, vs, vu1, vu2, wx, wy, wz, dk, ds, du1, du2, cut, nil, nil, nil, gm, gx, gy, gz, ATTN, VC, ROWS, BH, BD)
@@ -449,14 +475,11 @@ def _sender_backward_kernel(
     a_y = tl.zeros((ROWS, BF), tl.float32)
     a_z = tl.zeros((ROWS, BF), tl.float32)
     for slot0 in range(0, max_count, SLOTS):
-        row, other, valid, edge, ex, ey, ez, d = edge_tile(edge_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS, SLOTS)
-        ux, uy, uz = _unit(ex, ey, ez, d)
-        dk, ds, du1, du2, _, _, _, _ = _filters(
-            d, valid, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr, f, sv, mask, F, D, R, C, alpha, lower, upper,
-            pieces, t_lower, t_upper, rate, scale, slope_scale,
-            RBF, ACT, HAS_DK, HAS_DV, TABLE, RATE, T_ZERO, T_LOWER, False, M, BF)
-        cut, _ = cosine_cutoff(d, lower, upper, CUT_LOWER)
-        qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, other, row, valid, f, sv, mask, F, D)
+        (other, valid, _, _, ux, uy, uz, dk, ds, du1, du2, _, _, _, _, cut, _,
+         qi, kj, vs, vu1, vu2, wx, wy, wz) = _slot_step(
+            edge_ptr, nbr_ptr, counts_ptr, q_ptr, k_ptr, v_ptr, x_ptr, p0_ptr, p1_ptr, wt_ptr, b_ptr, coef_ptr,
+            row0, slot0, f, sv, mask, n_rows, K, F, D, R, C, alpha, lower, upper, pieces, t_lower, t_upper, rate, scale,
+            slope_scale, RBF, ACT, HAS_DK, HAS_DV, CUT_LOWER, TABLE, RATE, T_ZERO, T_LOWER, False, True, ROWS, SLOTS, BF)
         gm, gx, gy, gz = _incoming(gm_ptr, gv_ptr, other, valid, f, mask, F)
         _, g_k, g_s, g_u1, g_u2, g_x, g_y, g_z, _, _, _, _, _, _, _, _ = _edge_grads(
             qi, kj, vs, vu1, vu2, wx, wy, wz, dk, ds, du1, du2, cut, ux, uy, uz, gm, gx, gy, gz, ATTN, VC, M, BH, BD)
@@ -467,12 +490,8 @@ def _sender_backward_kernel(
         a_x += row_sum(g_x, ROWS, SLOTS, BF)
         a_y += row_sum(g_y, ROWS, SLOTS, BF)
         a_z += row_sum(g_z, ROWS, SLOTS, BF)
-    rows = (row0 + tl.arange(0, ROWS)).to(tl.int64)
-    live = rows < n_rows
-    dk, ds, du1, du2 = _loop_filters(loop_ptr, f, sv, mask, F, D, HAS_DK, HAS_DV, BF)
-    cut = tl.zeros((ROWS,), tl.float32) + loop_cut
-    nil = tl.zeros((ROWS,), tl.float32)
-    qi, kj, vs, vu1, vu2, wx, wy, wz = _features(q_ptr, k_ptr, v_ptr, x_ptr, rows, rows, live, f, sv, mask, F, D)
+    rows, live, dk, ds, du1, du2, cut, nil, qi, kj, vs, vu1, vu2, wx, wy, wz = _self_loops(
+        q_ptr, k_ptr, v_ptr, x_ptr, loop_ptr, row0, n_rows, f, sv, mask, F, D, loop_cut, HAS_DK, HAS_DV, ROWS, BF)
     gm, gx, gy, gz = _incoming(gm_ptr, gv_ptr, rows, live, f, mask, F)
     _, g_k, g_s, g_u1, g_u2, g_x, g_y, g_z, _, _, _, _, _, _, _, _ = _edge_grads(
         qi, kj, vs, vu1, vu2, wx, wy, wz, dk, ds, du1, du2, cut, nil, nil, nil, gm, gx, gy, gz, ATTN, VC, ROWS, BH, BD)
