@@ -21,11 +21,12 @@ launch as "fixed" bytes).
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import NamedTuple
 
-from work_model import ATOMS, BANDWIDTH, FP32_RATE, TF32_RATE, Shape, Step, edge_glue, neighbor_search, summary
+from work_model import (
+    ATOMS, BANDWIDTH, FP32_RATE, TF32_RATE, Shape, Step, edge_glue, neighbor_search, step_table, summary, write_report,
+)
 
 from fastnnp.bench.environment import commit, source_digest
 
@@ -154,16 +155,7 @@ def _markdown(report: dict) -> str:
             )
     for name, variants in report["models"].items():
         for variant, data in variants.items():
-            lines += ["", f"## {name}, {variant}", "",
-                      "| step | pass | runs | x | matmul kFLOP/atom | other kFLOP/atom | bytes/atom | gathered KB/atom "
-                      "| fixed KB | ieee 1M (ms) |",
-                      "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-            for st in (Step(**row) for row in data["steps"]):
-                lines.append(
-                    f"| {st.name} | {st.direction} | {st.runs} | {st.count} | {st.matmul / 1e3:.1f} | {st.other / 1e3:.1f} "
-                    f"| {st.bytes:.0f} | {st.gathered / 1e3:.1f} | {st.fixed / 1e3:.0f} "
-                    f"| {st.seconds(1_000_000, FP32_RATE) * 1e3:.3f} |"
-                )
+            lines += ["", f"## {name}, {variant}", "", *step_table([Step(**row) for row in data["steps"]], tf32=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -179,10 +171,7 @@ def main(argv=None) -> None:
             models[name][variant] = {"shape": shape._asdict(), "steps": [st._asdict() for st in steps], "summary": summary(steps)}
     report = {"commit": commit(), "source_digest": source_digest(), "atoms": ATOMS,
               "hardware": {"bandwidth": BANDWIDTH, "fp32_rate": FP32_RATE, "tf32_rate": TF32_RATE}, "models": models}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(report))
-    print(f"wrote {args.out}.json and {args.out}.md")
+    write_report(args.out, report, _markdown(report))
 
 
 if __name__ == "__main__":
