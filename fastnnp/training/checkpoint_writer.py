@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
 ``torch.load(weights_only=True)``:
 
 - ``state_dict``: the model's tensors in TorchMD-Net's format (:mod:`fastnnp.checkpoint.format`:
-  Lightning ``model.`` prefix, neighbour-list ``box`` buffers), so that
+  Lightning ``model.`` prefix, neighbour-list ``box`` buffers, also the Coulomb head's), so that
   ``torchmdnet.models.model.load_model`` loads it strictly;
 - ``hyper_parameters``: the full training config plus ``prior_args``, as ``torchmd-train`` stores them;
 - ``epoch``, ``global_step``: completed epochs - 1 (Lightning's count) and optimizer steps;
@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import glob
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointError
 from ..checkpoint.format import lightning_state_from_model, model_state_from_lightning
 
 TEMP_SUFFIX = ".tmp"
+ZIP_MAGIC = b"PK\x03\x04"  # how a torch.save archive starts
 
 
 def save_atomic(checkpoint: dict, path: str | os.PathLike) -> None:
@@ -73,10 +77,18 @@ def prior_args(prior_model: Any) -> list[dict]:
     return args
 
 
+# The neighbour-list box buffer of TorchMD-Net's ScalarPlusWeightedCoulomb head with a coulomb_cutoff.
+COULOMB_BOX_KEY = "model.output_model.distance.box"
+
+
 def lightning_state_dict(model: nn.Module, hparams: dict) -> dict[str, torch.Tensor]:
-    """``model``'s state dict as TorchMD-Net's LNNP holds it: ``model.`` prefix and box buffers."""
+    """``model``'s state dict as TorchMD-Net's LNNP holds it: ``model.`` prefix and box buffers
+    (those of :func:`~fastnnp.checkpoint.lightning_state_from_model`, and the Coulomb head's)."""
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return lightning_state_from_model(state, hparams)
+    lightning = lightning_state_from_model(state, hparams)
+    if hparams.get("output_model") == "ScalarPlusWeightedCoulomb" and hparams.get("coulomb_cutoff") is not None:
+        lightning[COULOMB_BOX_KEY] = torch.zeros(3, 3, dtype=state["std"].dtype)
+    return lightning
 
 
 def model_state_from(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -133,6 +145,30 @@ def build_checkpoint(
     return checkpoint
 
 
+# What torch.load raises for a damaged torch.save archive.
+_DAMAGED = (RuntimeError, EOFError, zipfile.BadZipFile)
+
+
+class ForeignCheckpoint(CheckpointError):
+    """A checkpoint that holds objects beyond tensors and plain values (e.g. torchmd-train's), so not fastnnp's."""
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written here (``weights_only=True``: tensors and plain values only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint written here (``weights_only=True``: tensors and plain values only).
+
+    FileNotFoundError for a missing file; :class:`ForeignCheckpoint` for one that needs arbitrary
+    unpickling (not written by fastnnp); :class:`~fastnnp.checkpoint.CheckpointError` for any other
+    file that is not an intact checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # torch.load would try its pre-1.6 format, failing in many ways
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (a torch.save zip archive)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ForeignCheckpoint(f"{path} holds objects beyond tensors and plain values: not written by fastnnp") from error
+    except _DAMAGED as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated): {reason}") from error

@@ -24,6 +24,13 @@ accepts is accepted; any other key is an error. How each key is handled here:
   fastnnp-only (see ``fastnnp.training.data``), as are the keys of ``FASTNNP_KEYS``; they are
   accepted with a warning that torchmd-train cannot read such a config. A fastnnp key appears in
   the returned dict only when given (read it with ``config.get``).
+- ``CREATE_MODEL_KEYS`` (TensorNet2's ``q_dim``, ``q_weights``, ``coulomb_*``, ``repulsion``) and
+  the values ``model: tensornet2`` and ``output_model: ScalarPlusWeightedCoulomb`` are read by
+  TorchMD-Net's ``create_model`` and ``load_model`` but not offered by ``torchmd-train``'s command
+  line; they are accepted with the same warning and, like fastnnp keys, appear only when given.
+- Values are checked: numeric keys must be numbers, boolean keys booleans, path and glob keys
+  one string (a list, such as a glob the shell expanded, is an error); a YAML syntax error is
+  a ValueError naming the file, line and column.
 """
 
 from __future__ import annotations
@@ -227,13 +234,39 @@ FASTNNP_KEYS: dict[str, str] = {
     "weight_ema_decay": "trainer: decay of an exponential moving average of the weights",
 }
 
+# Keys TorchMD-Net's create_model reads (with ``args.get``) that torchmd-train's parser lacks:
+# key -> what it does. All belong to TensorNet2 and its ScalarPlusWeightedCoulomb head.
+CREATE_MODEL_KEYS: dict[str, str] = {
+    "q_dim": "TensorNet2: charge channels per prediction (0: no charges)",
+    "q_weights": "ScalarPlusWeightedCoulomb: one weight (or q_dim weights) per charge prediction, num_layers + 1",
+    "coulomb_cutoff": "ScalarPlusWeightedCoulomb: reaction-field cutoff in Å (null: all pairs, open systems only)",
+    "coulomb_max_num_neighbors": "ScalarPlusWeightedCoulomb: TorchMD-Net's Coulomb neighbour-list capacity",
+    "coulomb_neighbor_strategy": "ScalarPlusWeightedCoulomb: TorchMD-Net's Coulomb neighbour-list strategy",
+    "repulsion": "TensorNet2: add the in-model ZBL repulsion to the energy",
+}
+# Values torchmd-train's --model / --output-model choices lack (create_model builds them).
+_CREATE_MODEL_VALUES = {"model": ("tensornet2", "tensornetv2_alt", "tensornet-nqe"),
+                        "output_model": ("ScalarPlusWeightedCoulomb",)}
+# The key whose value decides whether a CREATE_MODEL_KEYS key is read (by TorchMD-Net and fastnnp).
+_READ_WITH = {"q_dim": "model", "repulsion": "model", "q_weights": "output_model", "coulomb_cutoff": "output_model",
+              "coulomb_max_num_neighbors": "output_model", "coulomb_neighbor_strategy": "output_model"}
+_EXTRA_KEYS = {**FASTNNP_KEYS, **CREATE_MODEL_KEYS}
+# Every key that describes the model (what a checkpoint's weights belong to).
+MODEL_KEYS = (*[k for k, (_, where) in KEY_HANDLING.items() if where.startswith(_MODEL)], *CREATE_MODEL_KEYS)
+
 _PATH_KEYS = ("load_model", "log_dir", "splits", "load_weights", "coord_files", "embed_files",
               "energy_files", "force_files")
 _CUSTOM_EXTRA_FILES = ("box_files", "stress_files")
 _NUMERIC_KEYS = frozenset(
     [k for k, v in TORCHMD_TRAIN_DEFAULTS.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    + ["inference_batch_size", "train_size", *FASTNNP_KEYS]
+    + ["inference_batch_size", "train_size", *FASTNNP_KEYS, "q_dim", "coulomb_cutoff", "coulomb_max_num_neighbors"]
 )
+_BOOLEAN_KEYS = frozenset([k for k, v in TORCHMD_TRAIN_DEFAULTS.items() if isinstance(v, bool)] + ["repulsion"])
+# Keys that may be null beside those whose default is null (a null split size is "the rest"; the
+# trainer reads the others' null as "off"; the data readers that need dataset_root say so);
+# precision is checked by model_dtype.
+_NULLABLE = frozenset([k for k, v in TORCHMD_TRAIN_DEFAULTS.items() if v is None]
+                      + ["val_size", "test_size", "gradient_clipping", "save_interval", "dataset_root", *_EXTRA_KEYS])
 FASTNNP_DATASETS = ("ASE",)
 
 
@@ -247,7 +280,9 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
     ``overrides`` are command-line tokens, e.g. ``["--lr", "1e-4", "--num-epochs", "3"]``
     (``--key=value`` and dashes for underscores work too; several values make a list; a bare
     boolean key means True). Raises ValueError for a key that is neither torchmd-train's nor in
-    ``FASTNNP_KEYS``; warns (``ConfigWarning``) about keys that do nothing here.
+    ``FASTNNP_KEYS`` or ``CREATE_MODEL_KEYS``, for a value of the wrong type and for YAML that
+    does not parse; FileNotFoundError for a missing ``path``; warns (``ConfigWarning``) about
+    keys that do nothing here or that torchmd-train cannot read.
     """
     config = dict(TORCHMD_TRAIN_DEFAULTS)
     given: set[str] = set()
@@ -258,6 +293,8 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
     from_cli = _parse_overrides(overrides)
     given |= from_cli.keys()
     config.update(_resolve_paths(from_cli, None))
+    _check_types(config)
+    _check_tensornet2(config, given)
     if config["inference_batch_size"] is None:
         config["inference_batch_size"] = config["batch_size"]
     for message in _inapplicable(config, given):
@@ -267,22 +304,70 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
 
 def _check_known(keys, where: str) -> None:
     for key in keys:
-        if key not in TORCHMD_TRAIN_DEFAULTS and key not in FASTNNP_KEYS:
-            close = difflib.get_close_matches(key, [*TORCHMD_TRAIN_DEFAULTS, *FASTNNP_KEYS], n=1)
+        if key not in TORCHMD_TRAIN_DEFAULTS and key not in _EXTRA_KEYS:
+            close = difflib.get_close_matches(key, [*TORCHMD_TRAIN_DEFAULTS, *_EXTRA_KEYS], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown config key {key!r} in {where}: neither torchmd-train nor fastnnp "
                              f"accepts it{hint}")
 
 
+def _check_types(config: dict) -> None:
+    """ValueError naming the first key whose value has the wrong type."""
+    for key, value in config.items():
+        if value is None and key in _NULLABLE:
+            continue
+        if key in _PATH_KEYS or key == "dataset_root":
+            if not isinstance(value, str):
+                raise ValueError(_path_problem(key, value))
+        elif key in _BOOLEAN_KEYS and not isinstance(value, bool):
+            raise ValueError(f"config key {key} must be true or false, got {value!r}")
+        elif key in _NUMERIC_KEYS and key != "precision" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"config key {key} must be a number, got {value!r}")
+
+
+def _check_tensornet2(config: dict, given: set[str]) -> None:
+    """ValueError for a TensorNet2 key given to a model or head that does not read it, and for the
+    Coulomb head without TensorNet2's charges."""
+    for key in sorted(given & CREATE_MODEL_KEYS.keys()):
+        decider = _READ_WITH[key]
+        if config[decider] not in _CREATE_MODEL_VALUES[decider]:
+            raise ValueError(f"config key {key} is read only with {decider} {' or '.join(_CREATE_MODEL_VALUES[decider])}, "
+                             f"but {decider} is {config[decider]!r}")
+    if config["output_model"] in _CREATE_MODEL_VALUES["output_model"] and not (config.get("q_dim") or 0) > 0:
+        raise ValueError(f"output_model {config['output_model']} needs the charges of model tensornet2 with q_dim > 0 "
+                         f"(model is {config['model']!r}, q_dim {config.get('q_dim')!r})")
+
+
+def _path_problem(key: str, value: Any) -> str:
+    if isinstance(value, list):
+        shown = ", ".join(map(repr, value[:3])) + (", ..." if len(value) > 3 else "")
+        return (f"config key {key} takes one path or glob pattern, got {len(value)} values ({shown}): if the "
+                f"shell expanded a glob, quote it (--{key.replace('_', '-')} 'data/*.npy')")
+    return f"config key {key} takes a path or glob pattern, got {value!r}"
+
+
 def _read_yaml(path) -> dict:
+    if not os.path.isfile(path):
+        what = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise FileNotFoundError(f"config file {os.fspath(path)} {what}")
     with open(path) as f:
-        content = yaml.safe_load(f)
+        try:
+            content = yaml.safe_load(f)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{os.fspath(path)}: not valid YAML: {_yaml_problem(error)}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
         raise ValueError(f"{path}: a config file must hold a mapping of keys to values")
     _check_known(content, os.fspath(path))
     return {k: _coerce(k, v) for k, v in content.items()}
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML parse error: what and where (1-based line and column)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return problem if mark is None else f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
 
 
 def _parse_overrides(tokens: Sequence[str]) -> dict:
@@ -295,13 +380,14 @@ def _parse_overrides(tokens: Sequence[str]) -> dict:
             _check_known([key], "overrides")
             raw[key] = [value] if sep else []
         elif key is None:
-            raise ValueError(f"override {token!r} does not follow a --key")
+            raise ValueError(f"argument {token!r} does not follow a --key (one config file is read; if the shell "
+                             "expanded a glob, quote it)")
         else:
             raw[key].append(token)
     parsed = {}
     for key, values in raw.items():
         if not values:
-            if not isinstance(TORCHMD_TRAIN_DEFAULTS.get(key), bool):
+            if key not in _BOOLEAN_KEYS:
                 raise ValueError(f"override --{key} needs a value")
             parsed[key] = True
         else:
@@ -365,6 +451,11 @@ def _inapplicable(config: dict, given: set[str]) -> list[str]:
                         "for multi-node training")
     for key in sorted(given & FASTNNP_KEYS.keys()):
         messages.append(f"config key {key} is fastnnp-only: torchmd-train cannot read this config")
+    unoffered = [f"{key}={config[key]!r}" for key, values in _CREATE_MODEL_VALUES.items() if config[key] in values]
+    unoffered += sorted(given & CREATE_MODEL_KEYS.keys())
+    if unoffered:
+        messages.append(f"TorchMD-Net's create_model reads {', '.join(unoffered)}, but torchmd-train does not offer "
+                        "them: torchmd-train cannot read this config (TorchMD-Net's load_model reads its checkpoints)")
     if config["dataset"] in FASTNNP_DATASETS:
         messages.append(f"dataset={config['dataset']!r} is fastnnp-only: torchmd-train cannot read this config")
     arg = config["dataset_arg"]

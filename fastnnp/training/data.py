@@ -305,6 +305,8 @@ def _read_hdf5(config: dict) -> list[Frame]:
 
     frames = []
     for path in _roots(config):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"dataset_root: HDF5 file {path} does not exist")
         with h5py.File(path, "r") as f:
             for name, group in f.items():
                 if name == "_metadata":
@@ -335,17 +337,24 @@ def _read_hdf5(config: dict) -> list[Frame]:
 
 
 def _roots(config: dict) -> list[str]:
+    if not config["dataset_root"]:
+        raise ValueError(f"dataset {config['dataset']} needs dataset_root (a file, or several separated by ';')")
     return [os.path.expanduser(p) for p in config["dataset_root"].split(";")]
 
 
 def _read_ase(config: dict) -> list[Frame]:
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     arg = config["dataset_arg"] or {}
     keys = {k: arg.get(f"{k}_key", k) for k in ("energy", "forces", "stress", "charge")}
     frames = []
     for path in _roots(config):
-        images = ase.io.read(path, index=arg.get("index", ":"), format=arg.get("format"))
+        try:
+            images = ase.io.read(path, index=arg.get("index", ":"), format=arg.get("format"))
+        except UnknownFileTypeError as error:
+            raise ValueError(f"{path}: ASE does not know the file format {str(error)!r}; name it with dataset_arg "
+                             "format (an ase.io format such as extxyz)") from None
         for j, atoms in enumerate(images if isinstance(images, list) else [images]):
             frames.append(_ase_frame(atoms, keys, f"{path}:{j}"))
     return frames

@@ -13,10 +13,24 @@ As TorchMD-Net's LNNP and ``torchmd-train`` (3.1.0), with the config keys of the
   every ``test_interval`` epochs and, at the end, with the best checkpoint's weights;
   ``standardize``, ``seed``, ``precision`` 32/64.
 
+Total charges (``Batch.q``) reach the model with ``charge: true``, as in TorchMD-Net; a model
+that reads them (TensorNet2) refuses charged data with ``charge: false``.
+
 fastnnp additions (not torchmd-train keys, read with ``config.get``): ``stress_weight`` adds
 ``stress_weight * L(stress)`` for periodic frames with stress labels (default 0);
 ``weight_ema_decay`` keeps an exponential moving average of the weights that validation, test
 and checkpoints use (default off; see :mod:`fastnnp.training.ema`).
+
+Divergence: an epoch whose mean training or validation loss (any ``train_total_*`` or
+``val_total_*``) is NaN or infinite ends the run with :class:`TrainingDiverged`; that epoch's row
+is added to ``metrics.csv``, but no checkpoint is written for it (``last.ckpt`` and ``best.ckpt``
+stay those of the last finite epoch, if any) and the test set is not evaluated.
+
+A fresh run (no ``resume``) refuses a ``log_dir`` that holds another run's outputs (checkpoints,
+``metrics.csv``, ``test_metrics.json``; see :data:`RUN_OUTPUTS`): nothing is overwritten or reused,
+and test metrics are only ever of a checkpoint this run wrote. ``resume`` refuses a config that
+changes what the checkpoint fixes (:data:`FIXED_ON_RESUME`: the model, the optimizer's and
+scheduler's settings, the splits).
 
 Outputs in ``log_dir``: ``metrics.csv`` (one row per epoch: lr, step, epoch time, the losses
 above, and exact MAE/RMSE over all validation samples of energy, force components and stress
@@ -35,14 +49,13 @@ CPU, NCCL on GPU); metrics are reduced over processes and only rank 0 writes fil
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import gc
+import glob
 import io
 import json
 import math
 import os
-import pickle
 import random
 import time
 import warnings
@@ -58,11 +71,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint import CheckpointError, read_checkpoint
 from ..derivatives import energy_derivatives
 from ..models.factory import build_model, model_dtype
 from ..models.potential import NeuralPotential
+from ..models.registry import canonical_name
 from .checkpoint_writer import (
+    ForeignCheckpoint,
     build_checkpoint,
     load_checkpoint,
     model_state_from,
@@ -71,6 +86,7 @@ from .checkpoint_writer import (
     save_atomic,
     set_rng_state,
 )
+from .config import MODEL_KEYS
 from .data import Batch, Frame, collate, load_frames, make_splits
 from .ema import LossEMA, weight_ema
 
@@ -81,6 +97,18 @@ _LEADING_COLUMNS = ("epoch", "lr", "step", "epoch_time_s")
 # Loss kinds: TorchMD-Net's names for energy and forces, and stress.
 _KINDS = ("y", "neg_dy", "stress")
 _ERROR_NAMES = {"y": "energy", "neg_dy": "forces", "stress": "stress"}
+# Files a run writes in log_dir that another run must not overwrite or mistake for its own (globs).
+RUN_OUTPUTS = ("best.ckpt", "last.ckpt", "epoch=*.ckpt", "metrics.csv", "test_metrics.json")
+# Config keys a resumed run cannot change: the model's, and those the restored optimizer,
+# scheduler and splits hold.
+FIXED_ON_RESUME = (*MODEL_KEYS, "precision", "lr", "weight_decay", "lr_factor", "lr_patience", "lr_min",
+                   "train_size", "val_size", "test_size", "splits")
+# Architectures whose energy depends on the total charge (TorchMD-Net passes it only with charge: true).
+_READS_TOTAL_CHARGE = ("tensornet2",)
+
+
+class TrainingDiverged(RuntimeError):
+    """An epoch's training or validation loss was not finite; the message says which, and what was kept."""
 
 
 class Prediction(NamedTuple):
@@ -253,11 +281,11 @@ class Trainer:
         if self.weights["stress"] > 0 and not self.derivative:
             raise ValueError("stress_weight > 0 needs derivative: true (stress is a derivative of the energy)")
         if self.is_main:
-            os.makedirs(self.log_dir, exist_ok=True)
-            remove_stale_temporaries(self.log_dir)
+            self._prepare_log_dir(resume)
 
         _seed_everything(int(self.config["seed"]))
         frames = load_frames(self.config)
+        self._check_charges(frames)
         checkpoint, state = self._resume_source(resume)
         self.splits = self._splits(len(frames), state)
         self.frames = {name: [frames[i] for i in idx] for name, idx in self.splits.items()}
@@ -275,6 +303,7 @@ class Trainer:
         self.loss_ema = LossEMA(self.config["ema_alpha_y"], self.config["ema_alpha_neg_dy"])
         self.epoch, self.step = 0, 0
         self.best = math.inf
+        self.best_epoch: Optional[int] = None  # the epoch of the best.ckpt this run wrote
         self.early_stopping = {"best": math.inf, "wait": 0, "stopped": False}
         self.history: list[dict] = []
         if state is not None:
@@ -295,6 +324,35 @@ class Trainer:
         )
 
     # -- set-up ---------------------------------------------------------------------------------
+
+    def _prepare_log_dir(self, resume: bool) -> None:
+        """Create ``log_dir``; ValueError when it cannot be written or, for a fresh run, holds
+        another run's outputs. Removes temporaries an interrupted checkpoint write left."""
+        path = self.log_dir
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"log_dir {path} exists and is not a folder")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"log_dir {path} cannot be created: {error.strerror}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"log_dir {path} is not writable")
+        if not resume:
+            found = sorted({os.path.basename(f) for pattern in RUN_OUTPUTS for f in glob.glob(os.path.join(path, pattern))})
+            if found:
+                shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+                raise ValueError(f"log_dir {path} holds the outputs of an earlier run ({shown}); continue that run "
+                                 "with --resume, or choose another log_dir (files there are never overwritten)")
+        remove_stale_temporaries(path)
+
+    def _check_charges(self, frames: list[Frame]) -> None:
+        """A model that reads total charges must get them: charged data with ``charge: false`` is an error."""
+        if self.config["charge"] or canonical_name(self.config["model"]) not in _READS_TOTAL_CHARGE:
+            return
+        charged = next((f for f in frames if f.charge != 0), None)
+        if charged is not None:
+            raise ValueError(f"{charged.source} has total charge {charged.charge:g}, but charge is false, so "
+                             f"{self.config['model']} would be trained as if every system were neutral; set charge: true")
 
     def _check_monitors(self) -> None:
         loss = self.train_loss_name
@@ -321,17 +379,30 @@ class Trainer:
             return None, None
         try:
             checkpoint = load_checkpoint(path)
-        except (pickle.UnpicklingError, RuntimeError):
+        except ForeignCheckpoint as error:
             if resume:
-                raise
+                raise ForeignCheckpoint(f"--resume: {error}") from None
             checkpoint = {}  # not fastnnp's: _build_model reads its weights (or says why it cannot)
+        except CheckpointError as error:
+            raise CheckpointError(f"--resume: {error}" if resume else f"load_model: {error}") from None
         if "fastnnp" not in checkpoint:
             if resume:
-                raise ValueError(f"{path} holds no fastnnp training state to resume from")
+                raise ValueError(f"--resume: {path} holds no fastnnp training state to resume from")
             warnings.warn(f"load_model: {path} has no fastnnp training state; training starts from its weights "
                           "at epoch 0 with a fresh optimizer", stacklevel=3)
             return None, None
+        if resume:
+            self._check_unchanged(checkpoint["hyper_parameters"], path)
         return checkpoint, checkpoint["fastnnp"]
+
+    def _check_unchanged(self, saved: dict, path: str) -> None:
+        """ValueError naming the keys of :data:`FIXED_ON_RESUME` the config changes from ``saved``."""
+        changed = [f"{k} {saved.get(k)!r} -> {self.config.get(k)!r}" for k in FIXED_ON_RESUME
+                   if saved.get(k) != self.config.get(k)]
+        if changed:
+            raise ValueError(f"--resume: the config changes what {path} fixes ({'; '.join(changed)}); resume with "
+                             "that run's settings (its input.yaml), or start a new run in another log_dir with "
+                             "load_weights")
 
     def _splits(self, n_frames: int, state: Optional[dict]) -> dict[str, np.ndarray]:
         if state is not None:
@@ -351,21 +422,29 @@ class Trainer:
             np.savez(os.path.join(self.log_dir, "splits.npz"), idx_train=idx[0], idx_val=idx[1], idx_test=idx[2])
         return dict(zip(("train", "val", "test"), idx, strict=True))
 
+    def _new_model(self) -> NeuralPotential:
+        """A freshly initialised model of the config's architecture, on the CPU."""
+        hparams = dict(self.config, output_mlp_num_layers=0)
+        box = hparams.get("box_vecs")
+        return build_model(hparams, derivative=self.derivative,
+                           default_box=None if box is None else torch.as_tensor(box, dtype=torch.float64))
+
     def _build_model(self) -> NeuralPotential:
-        hparams = dict(self.config)
-        if int(hparams.get("output_mlp_num_layers") or 0) != 0:
+        if int(self.config.get("output_mlp_num_layers") or 0) != 0:
             warnings.warn(
                 "output_mlp_num_layers is ignored: TorchMD-Net builds the output head without hidden layers "
                 "whatever it says (TorchMD-Net issue #343), and so does fastnnp, so that its checkpoints load there",
                 stacklevel=3,
             )
-        hparams["output_mlp_num_layers"] = 0
-        box = hparams.get("box_vecs")
-        model = build_model(hparams, derivative=self.derivative,
-                            default_box=None if box is None else torch.as_tensor(box, dtype=torch.float64))
+        model = self._new_model()
         weights = self.config.get("load_weights") or self.config.get("load_model")
         if weights:
-            model.load_state_dict(read_checkpoint(weights).state_dict)
+            try:
+                model.load_state_dict(read_checkpoint(weights).state_dict)
+            except RuntimeError as error:  # load_state_dict: missing, unexpected or differently shaped tensors
+                details = " ".join(line.strip() for line in str(error).splitlines()[1:3])
+                details = details if len(details) <= 300 else details[:300] + " ..."
+                raise ValueError(f"the weights of {weights} do not fit the model the config describes: {details}") from None
         elif self.config["standardize"]:
             energies = torch.tensor([f.energy for f in self.frames["train"] if f.energy is not None], dtype=torch.float64)
             if len(energies) > 1:
@@ -385,6 +464,7 @@ class Trainer:
         self.loss_ema.load_state_dict(state["loss_ema"], self.dist.device)
         self.epoch, self.step = int(state["epoch"]) + 1, int(state["step"])
         self.best = float(state["best"])
+        self.best_epoch = state.get("best_epoch")
         self.early_stopping = dict(state["early_stopping"])
         self.history = [dict(row) for row in state["history"]]
         set_rng_state(state["rng"])
@@ -487,11 +567,11 @@ class Trainer:
             state.update(best=stop_value, wait=0)
         else:
             state["wait"] += 1
-        state["stopped"] = not math.isfinite(stop_value) or state["wait"] >= int(self.config["early_stopping_patience"])
+        state["stopped"] = state["wait"] >= int(self.config["early_stopping_patience"])
         monitored = metrics[self.config["checkpoint_monitor"]]
-        improved = math.isfinite(monitored) and monitored < self.best
+        improved = monitored < self.best
         if improved:
-            self.best = monitored
+            self.best, self.best_epoch = monitored, self.epoch
         self.history.append(metrics)
         if self.is_main:
             self._write_outputs(improved)
@@ -512,6 +592,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
+            "best_epoch": self.best_epoch,
             "early_stopping": dict(self.early_stopping),
             "history": [dict(row) for row in self.history],
         }
@@ -577,10 +658,29 @@ class Trainer:
             self.evaluate("test", meter)
         metrics = {"epoch": self.epoch, "lr": lr, "step": self.step, **meter.result(self.dist.world_size)}
         metrics["epoch_time_s"] = time.perf_counter() - start
+        self._check_finite(metrics)
         stopped = self._end_epoch(metrics)
         self._report_epoch(metrics)
         self.epoch += 1
         return stopped
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        """:class:`TrainingDiverged` when a training or validation loss of the epoch is not finite
+        (after logging the epoch's row; no checkpoint is written for it)."""
+        bad = [k for k, v in metrics.items() if k.startswith(("train_total_", "val_total_")) and not math.isfinite(v)]
+        if not bad:
+            return
+        self.history.append(metrics)
+        if self.is_main:
+            self._write_csv()
+        kept = "no checkpoint was written"
+        if self.epoch > 0:
+            best = f"best.ckpt epoch {self.best_epoch}" if self.best_epoch is not None else "no best.ckpt"
+            kept = f"last.ckpt holds epoch {self.epoch - 1}, {best}"
+        raise TrainingDiverged(
+            f"training diverged in epoch {self.epoch} (step {self.step}): {', '.join(f'{k} = {metrics[k]}' for k in bad)}; "
+            f"{kept}; the test set was not evaluated; try a lower lr, gradient_clipping or lr_warmup_steps"
+        )
 
     def _report_epoch(self, metrics: dict[str, float]) -> None:
         if not self.progress:
@@ -592,14 +692,21 @@ class Trainer:
                    f"({metrics['epoch_time_s']:.1f} s)")
 
     def test(self) -> dict[str, float]:
-        """Test-set metrics of the best checkpoint's weights (the current ones without a best);
-        rank 0 prints them and writes ``test_metrics.json``."""
+        """Test-set metrics of the best checkpoint this run wrote (the current weights when it wrote
+        none, e.g. with no epochs to train); rank 0 prints them and writes ``test_metrics.json``."""
         if not self.splits["test"].size:
             return {}
-        model = copy.deepcopy(self.eval_model())
-        best = os.path.join(self.log_dir, "best.ckpt")
-        if os.path.isfile(best):
-            model.load_state_dict(model_state_from(load_checkpoint(best)))
+        model = self._new_model().to(self.dist.device)
+        model.load_state_dict(self.eval_model().state_dict())
+        source = f"weights after epoch {self.epoch - 1}, no best checkpoint" if self.epoch else "initial weights"
+        if self.best_epoch is not None:
+            best = os.path.join(self.log_dir, "best.ckpt")
+            checkpoint = load_checkpoint(best)
+            if checkpoint["epoch"] != self.best_epoch:
+                raise ValueError(f"{best} holds epoch {checkpoint['epoch']}, but this run wrote it at epoch "
+                                 f"{self.best_epoch}: it was replaced while the run went on")
+            model.load_state_dict(model_state_from(checkpoint))
+            source = f"best checkpoint, epoch {self.best_epoch}"
         meter = _Meter()
         self.evaluate("test", meter, model)
         metrics = meter.result(self.dist.world_size)
@@ -607,7 +714,7 @@ class Trainer:
             with open(os.path.join(self.log_dir, "test_metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2, sort_keys=True)
             if self.progress:
-                tqdm.write("test set (best checkpoint): " + ", ".join(f"{k} {v:.5g}" for k, v in sorted(metrics.items())))
+                tqdm.write(f"test set ({source}): " + ", ".join(f"{k} {v:.5g}" for k, v in sorted(metrics.items())))
         return metrics
 
 

@@ -42,3 +42,36 @@ def periodic_config(log_dir, **settings) -> dict:
         embedding_dimension=8, max_z=80, cutoff_upper=3.0, train_size=2, val_size=1, test_size=0,
         precision=64, stress_weight=1.0, **settings,
     )
+
+
+# Total charges given to the eight test molecules (none neutral), in frame order.
+TOTAL_CHARGES = (1.0, -1.0, 2.0, -2.0, 1.0, -1.0, 2.0, -2.0)
+# A tiny TensorNet2 with the Coulomb head: 2 charge channels, per-channel weights on the layer's prediction.
+TENSORNET2 = {"model": "tensornet2", "q_dim": 2, "q_weights": [1.0, [0.5, 1.5]],
+              "output_model": "ScalarPlusWeightedCoulomb", "coulomb_cutoff": None, "charge": True}
+
+
+def write_charged_molecules(path) -> list:
+    """The eight test molecules as extended XYZ at ``path``, with :data:`TOTAL_CHARGES`; returns the frames."""
+    import ase.io
+    import numpy as np
+    from ase import Atoms
+
+    images = []
+    for name in ("C6H6", "CH3CH2OH"):
+        coords, z = np.load(MOLECULES / f"{name}_coords.npy"), np.load(MOLECULES / f"{name}_embed.npy")
+        energy, forces = np.load(MOLECULES / f"{name}_energy.npy"), np.load(MOLECULES / f"{name}_forces.npy")
+        for j in range(len(coords)):
+            atoms = Atoms(numbers=z, positions=coords[j])
+            atoms.info["energy"], atoms.arrays["forces"] = float(energy[j].item()), forces[j].astype(np.float64)
+            images.append(atoms)
+    for atoms, charge in zip(images, TOTAL_CHARGES, strict=True):
+        atoms.info["charge"] = charge
+    ase.io.write(path, images, format="extxyz")
+    return images
+
+
+def charged_config(log_dir, data_path, **settings) -> dict:
+    """:func:`tiny_config` for a TensorNet2 (:data:`TENSORNET2`) on :func:`write_charged_molecules`'s file."""
+    custom = dict.fromkeys(("coord_files", "embed_files", "energy_files", "force_files"))
+    return tiny_config(log_dir, dataset="ASE", dataset_root=str(data_path), **custom, **{**TENSORNET2, **settings})

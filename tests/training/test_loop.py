@@ -54,7 +54,9 @@ def test_fresh_models_initialise_like_torchmdnet():
     from torchmdnet.models.model import create_model
 
     for name, extra in (("tensornet", {}), ("equivariant-transformer", {"neighbor_embedding": True}),
-                        ("graph-network", {"neighbor_embedding": True})):
+                        ("graph-network", {"neighbor_embedding": True}),
+                        ("tensornet2", {"q_dim": 4, "q_weights": [1.0, 1.0], "output_model": "ScalarPlusWeightedCoulomb",
+                                        "coulomb_cutoff": 4.0, "repulsion": True})):
         hparams = {**load_config(None), "model": name, "embedding_dimension": 128, "num_layers": 1, "num_rbf": 32,
                    "max_z": 32, "derivative": True, "prior_model": None, **extra}
         theirs = dict(create_model(dict(hparams)).named_parameters())
@@ -86,7 +88,10 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     report = json.loads((logs / "test_metrics.json").read_text())
     assert {"test_energy_mae", "test_energy_rmse", "test_forces_mae", "test_forces_rmse", "test_y_l1_loss",
             "test_neg_dy_l1_loss", "test_total_l1_loss"} == report.keys()
-    assert "test set (best checkpoint)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"fastnnp train: writing to {logs}\n")
+    best = torch.load(logs / "best.ckpt", weights_only=True)["epoch"]
+    assert f"test set (best checkpoint, epoch {best}): " in out
 
 
 def test_periodic_training_logs_stress(tmp_path):
