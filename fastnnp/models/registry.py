@@ -133,7 +133,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             output_charges="Coul" in hp["output_model"],
             repulsion=bool(hp.get("repulsion", False)),
         ),
-        {"torch": Implementation("fastnnp.models.tensornet2.reference:TensorNet2")},
+        {
+            "torch": Implementation("fastnnp.models.tensornet2.reference:TensorNet2"),
+            "triton": Implementation("fastnnp.models.tensornet2.triton:TritonTensorNet2", triton_limits),
+        },
     ),
 }
 
