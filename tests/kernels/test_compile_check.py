@@ -16,8 +16,8 @@ from fastnnp.kernels.common.resources import PtxasFigures, parse_ptxas_log
 # and backward each), the four update kernels, the channel-mixing GEMM, the six atom-tensor kernels and
 # the edge vectors (forward, backward); the continuous-filter convolution (three filter kinds x forward
 # add and max, mean backward, max backward) and the ET attention (exact and table x forward, receiver
-# and sender backward).
-KERNELS = 4 + 1 + 1 + 8 + 4 + 1 + 6 + 2 + 12 + 6
+# and sender backward); TensorNet2's charged message kernel (forward, backward).
+KERNELS = 4 + 1 + 1 + 8 + 4 + 1 + 6 + 2 + 12 + 6 + 2
 
 
 def test_kernels_compile_for_h100(tmp_path):
