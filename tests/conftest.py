@@ -12,6 +12,11 @@ import torch  # noqa: E402
 
 from tests.helpers import DATA
 
+# Under pytest-xdist (`-n 2`) each worker gets its share of the cores: OpenMP threads of two
+# workers competing for the same cores wait for each other.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:

@@ -68,3 +68,16 @@ def test_periodic_stress_prints_the_stress_and_relaxes_the_cell():
     assert len(numbers_after("pressure", out)) == 2
     assert re.search(r"after 3 steps: 81 atoms", out)
 
+
+
+def test_openmm_md_prints_finite_energies():
+    out = run_example("openmm_md.py", "--steps", "10", "--every", "5")
+    energies = numbers_after("E_pot", out)
+    assert len(energies) == 3 and np.all(np.isfinite(energies)) and "kJ/mol" in out
+
+
+def test_torchsim_md_runs_every_molecule():
+    out = run_example("torchsim_md.py", "--steps", "5")
+    energies = numbers_after("E_pot", out)
+    n_molecules = len(read(ROOT / "examples/data/xtb_molecules.extxyz", ":"))
+    assert len(energies) == n_molecules and np.all(np.isfinite(energies))
