@@ -5,12 +5,18 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..neighbors.static import padded_neighbor_list, traceable_neighbor_list
 from ..priors import build_priors
 from . import registry
 from .output_modules import head_arguments, infer_num_hidden_layers, output_model_class
 from .potential import NeuralPotential
 
 _PRECISIONS = {32: torch.float32, 64: torch.float64}
+# Representations whose every pair term carries the cosine cutoff, so that a padded pair list
+# (:mod:`fastnnp.neighbors.static`) is exact: their torch path compiles and exports.
+PADDING_EXACT = ("tensornet",)
+# Priors with a neighbour search of their own (dynamic shapes: not traceable).
+PAIR_PRIORS = ("ZBL", "D2", "Coulomb")
 
 
 def model_dtype(hparams: dict) -> torch.dtype:
@@ -27,6 +33,7 @@ def build_model(
     derivative: bool = True,
     default_box: Optional[Tensor] = None,
     backend: str = "torch",
+    static_shapes: bool = False,
 ) -> NeuralPotential:
     """A randomly initialised potential with the architecture ``hparams`` describe.
 
@@ -34,7 +41,9 @@ def build_model(
     which TorchMD-Net's own ``output_mlp_num_layers`` does not reliably describe.
     ``hparams["model"]`` may be an alias (:data:`fastnnp.models.registry.ALIASES`).
     ``backend`` "triton" runs TensorNet's neighbour search and edge work on Triton kernels
-    (float32, frozen parameters); "torch" is the reference.
+    (float32, frozen parameters); "torch" is the reference. ``static_shapes`` (TorchMD-Net's)
+    makes the torch path search padded pairs of static shape on every call (TensorNet only);
+    without it the padded search runs only while ``torch.compile`` / ``torch.export`` traces.
     """
     name = hparams.get("model")
     entry = registry.architecture(name)
@@ -63,9 +72,30 @@ def build_model(
         **head_arguments(hparams),
     )
     priors = build_priors(hparams) if head.allow_prior_model else []
+    trace_refusal = _trace_refusal(registry.canonical_name(name), backend, priors)
+    if static_shapes and trace_refusal is not None:
+        raise ValueError(f"static_shapes=True is not available: {trace_refusal}")
+    if backend == "torch" and trace_refusal is None:
+        representation.neighbor_search = padded_neighbor_list if static_shapes else traceable_neighbor_list
     model = NeuralPotential(
         representation, head, [p.to(dtype) for p in priors], derivative=derivative,
         max_z=int(hparams["max_z"]), dtype=dtype,
         default_box=None if default_box is None else default_box.to(dtype),
     )
+    model.trace_refusal = trace_refusal
     return model.to(dtype)
+
+
+def _trace_refusal(name: str, backend: str, priors: list) -> Optional[str]:
+    """Why ``torch.compile`` / ``torch.export`` cannot trace this model's torch path, or None."""
+    if backend != "torch":
+        return None
+    if name not in PADDING_EXACT:
+        return (
+            f"the static-shape (padded) neighbour search is exact for {', '.join(PADDING_EXACT)} only; {name} "
+            "has pair terms without the cutoff or neighbour counts (run it eagerly)"
+        )
+    pair_priors = [type(p).__name__ for p in priors if type(p).__name__ in PAIR_PRIORS]
+    if pair_priors:
+        return f"the priors {pair_priors} search neighbours with dynamic shapes (run the model eagerly)"
+    return None

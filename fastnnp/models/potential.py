@@ -7,15 +7,28 @@ from torch import Tensor, nn
 
 from ..priors import Prior
 from ..status import StepStatus
-from ..validation import check_inputs
+from ..validation import check_inputs, check_tensor_argument, tracing
 
 T = TypeVar("T")
 # Replans a call may need: one for the search's grid, one for the table's width.
 MAX_REPLANS = 2
+# The extra_args keys each prior reads (prior class name -> keys).
+EXTRA_ARGS = {"Coulomb": ("partial_charges",)}
+
+
+def _check_finite_outputs(y: Tensor, neg_dy: Tensor) -> None:
+    """ValueError when the energy or a force is not finite (one host read): never a silent NaN."""
+    if not bool(torch.isfinite(y).all() & torch.isfinite(neg_dy).all()):
+        bad = (~torch.isfinite(neg_dy)).any(dim=1).nonzero().flatten().tolist()[:8]
+        raise ValueError(
+            f"the model gave a non-finite energy or forces (atoms {bad}) on finite input: a degenerate "
+            "geometry or a checkpoint with non-finite weights"
+        )
 
 
 class NeuralPotential(nn.Module):
-    """``model(z, pos, batch=None, box=None, q=None) -> (energy [n_systems, 1], neg_dy [n_atoms, 3])``.
+    """``model(z, pos, batch=None, box=None, q=None, s=None, extra_args=None, num_systems=None) ->
+    (energy [n_systems, 1], neg_dy [n_atoms, 3])`` (TorchMD-Net's signature; :meth:`forward`).
 
     Same contract and arithmetic order as TorchMD-Net's ``TorchMD_Net``: per-atom output ×
     ``std``, atom-wise priors, reduction per system, + ``mean``, post-reduction priors; with
@@ -59,25 +72,78 @@ class NeuralPotential(nn.Module):
         batch: Optional[Tensor] = None,
         box: Optional[Tensor] = None,
         q: Optional[Tensor] = None,
+        s: Optional[Tensor] = None,
         extra_args: Optional[dict[str, Tensor]] = None,
+        num_systems: Optional[int] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        z, batch, q, n_systems = self._checked(z, pos, batch, box, q)
+        """TorchMD-Net's ``TorchMD_Net.forward`` signature. ``s`` (per-atom spins) is read by no
+        fastnnp model, so a value is an error (TorchMD-Net's models ignore it); ``extra_args``
+        holds the per-atom inputs priors read (:data:`EXTRA_ARGS`: the Coulomb prior's
+        ``partial_charges``), any other key is an error; ``num_systems`` (a Python int) is the
+        number of systems, checked against ``batch``, and under ``torch.compile`` /
+        ``torch.export`` the output size that cannot be read from ``batch`` there."""
+        if s is not None:
+            raise ValueError(
+                "s (per-atom spins) is read by no fastnnp model, as by none of TorchMD-Net's "
+                "(TensorNet, TensorNet2, ET, GN ignore it): pass s=None"
+            )
+        self._check_extra_args(extra_args)
+        if tracing() and getattr(self, "trace_refusal", None):
+            raise ValueError(f"torch.compile / torch.export cannot trace this model: {self.trace_refusal}")
+        if not tracing():
+            z, pos, batch, box, q = self._autograd_ready(z, pos, batch, box, q)
+        z, batch, q, n_systems = self._checked(z, pos, batch, box, q, num_systems)
         keep_graph = self.training or pos.requires_grad or (box is not None and box.requires_grad)
         if self.derivative and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         with torch.set_grad_enabled(self.derivative or torch.is_grad_enabled()):
             y = self.settled(lambda: self._energy(z, pos, batch, box, q, extra_args, n_systems))
-            if not self.derivative:
-                return (y, None) if keep_graph else (y.detach(), None)
+            if not self.derivative:  # traced: keep the graph, so that gradients flow through an exported program
+                return (y, None) if keep_graph or tracing() else (y.detach(), None)
             (dy,) = torch.autograd.grad(y.sum(), pos, create_graph=keep_graph, allow_unused=True)
         neg_dy = torch.zeros_like(pos) if dy is None else -dy
+        if not tracing():
+            _check_finite_outputs(y, neg_dy)
         return (y, neg_dy) if keep_graph else (y.detach(), neg_dy)
 
-    def _checked(self, z, pos, batch, box, q) -> tuple[Tensor, Tensor, Optional[Tensor], int]:
+    def _autograd_ready(self, *inputs: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+        """``inputs`` usable for the forces: RuntimeError under ``torch.inference_mode()`` (it
+        switches autograd off, and forces are a gradient); tensors made there (inference
+        tensors, which autograd cannot save) are copied into normal ones."""
+        if not self.derivative:
+            return inputs
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "forces are a gradient and torch.inference_mode() switches autograd off: call the model "
+                "under torch.no_grad() instead (fastnnp enables grad for the forces only), or load it "
+                "with derivative=False for energies"
+            )
+        return tuple(x.clone() if isinstance(x, Tensor) and x.is_inference() else x for x in inputs)
+
+    def _check_extra_args(self, extra_args: Optional[dict]) -> None:
+        """TypeError / ValueError unless every key of ``extra_args`` is read by one of the priors."""
+        if extra_args is None:
+            return
+        if not isinstance(extra_args, dict):
+            raise TypeError(f"extra_args must be a dict of str -> Tensor, got {type(extra_args).__name__}")
+        read = {key for prior in self.prior_model or () for key in EXTRA_ARGS.get(type(prior).__name__, ())}
+        unread = sorted(set(extra_args) - read)
+        if unread:
+            raise ValueError(
+                f"extra_args {unread} are read by nothing in this model; it reads "
+                f"{sorted(read) if read else 'no extra_args'} (the Coulomb prior reads 'partial_charges')"
+            )
+        for key, value in extra_args.items():
+            check_tensor_argument(f"extra_args[{key!r}]", value, "per-atom values")
+
+    def _checked(self, z, pos, batch, box, q, num_systems: Optional[int] = None) -> tuple[Tensor, Tensor, Optional[Tensor], int]:
         """Validated inputs: z and batch as int64 (batch defaults to one system), q [n_systems]."""
         if batch is None:
-            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=pos.device)
-        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype)
+            if not isinstance(z, Tensor):
+                check_tensor_argument("z", z, "integer atomic numbers [n_atoms]")
+            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=z.device)
+            num_systems = 1 if num_systems is None and tracing() else num_systems
+        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype, self.std.device, num_systems)
         if q is not None:
             q = q.reshape(n_systems).to(self.dtype)
         return z.long(), batch.long(), q, n_systems

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 # Component -> its part (0 I, 1 A, 2 S): the weight group of each component.
-COMPONENT_GROUP = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+PART_OF_COMPONENT = (0, 1, 1, 1, 2, 2, 2, 2, 2, 2)
+COMPONENT_GROUP = torch.tensor(PART_OF_COMPONENT)
 # The I, A (vector) and S (six entries) parts of the component axis.
 PARTS = (slice(0, 1), slice(1, 4), slice(4, 10))
 # Sign of each component under X -> X^T (A flips): the message to the other end of a pair.
@@ -70,8 +71,8 @@ _NORM_WEIGHTS = (3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0)
 def _part_norms() -> Tensor:
     """[3, 10]: the squared norms of I 1, A and S from the squared components."""
     matrix = torch.zeros(3, 10, dtype=torch.float64)
-    for k, weight in enumerate(_NORM_WEIGHTS):
-        matrix[COMPONENT_GROUP[k], k] = weight
+    for k, (group, weight) in enumerate(zip(PART_OF_COMPONENT, _NORM_WEIGHTS)):
+        matrix[group, k] = weight
     return matrix
 
 
