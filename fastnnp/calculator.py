@@ -45,8 +45,8 @@ class FastNNPCalculator(Calculator):
     Args:
         model: a checkpoint path, a list of paths or a ``.zip`` of checkpoints (an ensemble),
             or a model from :func:`fastnnp.load_model`.
-        device: ``"auto"`` (CUDA when available, else CPU) or a torch device; ignored for a
-            loaded model, which runs where it lives.
+        device: ``"auto"`` (CUDA when available, else CPU) or a torch device; a loaded model runs
+            where it lives (another ``device`` than ``"auto"`` or that one is an error).
         dtype: torch.float32 or torch.float64; default the checkpoint's training precision.
         charge: total charge used when ``atoms.info`` has no ``"charge"`` (default 0).
         energy_unit: the model's energy unit: eV, meV, kcal/mol, kJ/mol, Hartree, or eV per unit.
@@ -69,7 +69,10 @@ class FastNNPCalculator(Calculator):
         skin: Optional[float] = None,
         **load_kwargs,
     ):
+        _check_arguments(model, device, dtype, charge, energy_unit, length_unit, skin)
         super().__init__()
+        self.energy_factor = energy_factor(energy_unit)  # unknown units refused before anything loads
+        self.length_factor = length_factor(length_unit)
         self.model = _potential(model, device, dtype, load_kwargs)
         self.members: list[NeuralPotential] = list(self.model) if isinstance(self.model, Ensemble) else [self.model]
         for member in self.members:
@@ -78,8 +81,6 @@ class FastNNPCalculator(Calculator):
         self.dtype = self.members[0].dtype
         self.device = self.members[0].std.device
         self.charge = 0.0 if charge is None else float(charge)
-        self.energy_factor = energy_factor(energy_unit)
-        self.length_factor = length_factor(length_unit)
         for member in self.members:
             use_verlet_skin(member, (_default_skin(member) if skin is None else skin) / self.length_factor)
         self.first_call_seconds: Optional[float] = None
@@ -124,7 +125,7 @@ class FastNNPCalculator(Calculator):
         Returns one dict per structure, in order, with the keys of ``results`` (``stress``
         for periodic cells, ``energies`` and ``charges`` when asked for in ``properties``).
         """
-        images = list(images)
+        images = _checked_images(images, properties, max_atoms)
         want_energies = "energies" in properties
         groups = _groups(images, max_atoms, properties)
         output: list[Optional[dict]] = [None] * len(images)
@@ -221,6 +222,70 @@ class FastNNPCalculator(Calculator):
         return value
 
 
+DTYPES = (torch.float32, torch.float64)
+BATCH_PROPERTIES = frozenset(FastNNPCalculator.implemented_properties)
+
+
+def _check_arguments(model, device, dtype, charge, energy_unit, length_unit, skin) -> None:
+    """The constructor's arguments, each named in its error, before anything is loaded."""
+    paths = model if isinstance(model, (list, tuple)) else [model]
+    if not isinstance(model, nn.Module) and (not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths)):
+        raise TypeError(f"model must be a checkpoint path, a list of paths, a .zip or a model from fastnnp.load_model, "
+                        f"got {model!r:.80}")
+    if device != "auto":
+        _check_device(device)
+    if dtype is not None and dtype not in DTYPES:
+        raise TypeError(f"dtype must be torch.float32, torch.float64 or None (the checkpoint's), got {dtype!r}")
+    for name, value, rule, low in (("charge", charge, "a finite number of elementary charges", -np.inf),
+                                   ("skin", skin, "a finite number of Å >= 0", 0.0)):
+        if value is not None and not _is_real(value):
+            raise TypeError(f"{name} must be {rule} or None, got {type(value).__name__} {value!r:.40}")
+        if value is not None and not (np.isfinite(value) and value >= low):
+            raise ValueError(f"{name} must be {rule} or None, got {value!r}")
+    for name, unit in (("energy_unit", energy_unit), ("length_unit", length_unit)):
+        if not isinstance(unit, str) and not _is_real(unit):
+            raise TypeError(f"{name} must be a unit name or a positive number, got {unit!r}")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_device(device) -> torch.device:
+    """``device`` as a torch device that exists here, else an error naming it."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be 'auto', a device name such as 'cpu' or 'cuda:0', or a torch.device, got "
+                        f"{type(device).__name__} {device!r:.40}")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from error
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but torch sees no CUDA device (torch.cuda.is_available() is False); "
+                             "use device='cpu' or 'auto'")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    elif chosen.type != "cpu":
+        raise ValueError(f"device={device!r}: fastnnp runs on 'cpu' or 'cuda'")
+    return chosen
+
+
+def _checked_images(images, properties: Sequence[str], max_atoms) -> list[Atoms]:
+    """calculate_batch's arguments checked: Atoms only, known properties, a positive max_atoms."""
+    if isinstance(images, Atoms):
+        raise TypeError("images must be a sequence of ase.Atoms; for one structure use atoms.calc = calculator")
+    images = list(images)
+    for k, atoms in enumerate(images):
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"images[{k}] is a {type(atoms).__name__}, not an ase.Atoms")
+    if isinstance(properties, str) or set(properties) - BATCH_PROPERTIES:
+        raise ValueError(f"properties must be a collection of {sorted(BATCH_PROPERTIES)}, got {properties!r}")
+    if not isinstance(max_atoms, (int, np.integer)) or isinstance(max_atoms, bool) or max_atoms < 1:
+        raise ValueError(f"max_atoms must be a positive int, got {max_atoms!r}")
+    return images
+
+
 def _same_info(old: dict, new: dict) -> bool:
     """Whether two ``atoms.info`` dicts hold equal values (arrays compared element-wise)."""
     if old.keys() != new.keys():
@@ -243,6 +308,13 @@ def _potential(model: ModelSource, device, dtype, load_kwargs: dict) -> nn.Modul
     if isinstance(model, nn.Module):
         if dtype is not None or load_kwargs:
             raise ValueError("dtype and loading options apply to checkpoint paths, not to an already loaded model")
+        where = next(iter(model.buffers()), next(iter(model.parameters()), None))
+        chosen = None if device == "auto" else _check_device(device)
+        if chosen is not None and where is not None and (
+            chosen.type != where.device.type or chosen.index not in (None, where.device.index)
+        ):
+            raise ValueError(f"device={device!r} but the loaded model lives on {where.device}: move it with "
+                             f"model.to({str(device)!r}) or pass device='auto'")
         return model
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

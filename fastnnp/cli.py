@@ -1,10 +1,31 @@
-"""The ``fastnnp`` command line."""
+"""The ``fastnnp`` command line.
+
+A user's mistake (a missing or unreadable file, an unsupported element, ...) is one line on
+stderr, ``fastnnp COMMAND: error: ...``, and exit status 2; no traceback. Warnings (e.g. an
+assumed checkpoint layout) are one line each, ``fastnnp COMMAND: warning: ...``.
+"""
 
 import argparse
+import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 import torch
+
+from .lammps.cli import HELP as LAMMPS_EXPORT_HELP
+from .lammps.cli import add_arguments as lammps_export_arguments
+from .lammps.cli import run as lammps_export
+from .memory import CallTooLarge
+
+# What a subcommand raises for bad input: reported in one line, exit status 2.
+USER_ERRORS = (OSError, ValueError, CallTooLarge)
+USAGE_ERROR = 2
+
+
+class StructureFileError(ValueError):
+    """A structure file ASE cannot read, or a frame of it the model cannot take."""
+
 
 def _info(args: argparse.Namespace) -> int:
     from .checkpoint import read_checkpoint
@@ -14,12 +35,16 @@ def _info(args: argparse.Namespace) -> int:
     hp = ckpt.hparams
     model = build_model(hp, list(ckpt.state_dict), default_box=ckpt.default_box)
     n_params = sum(p.numel() for p in model.parameters())
+
+    def get(key: str, default="?"):  # a foreign checkpoint may lack any key
+        return hp.get(key, default)
+
     print(f"checkpoint    {args.checkpoint}")
-    print(f"model         {hp['model']} ({hp.get('equivariance_invariance_group', '-')})")
-    print(f"features      {hp['embedding_dimension']} x {hp['num_layers']} layers, {hp['num_rbf']} {hp['rbf_type']} rbf")
-    print(f"cutoff        {hp['cutoff_lower']} .. {hp['cutoff_upper']}")
-    print(f"output        {hp['output_model']} (reduce {hp.get('reduce_op', 'add')}), priors {hp.get('prior_model')}")
-    print(f"precision     {hp.get('precision', 32)}, max_z {hp['max_z']}, parameters {n_params}")
+    print(f"model         {get('model')} ({get('equivariance_invariance_group', '-')})")
+    print(f"features      {get('embedding_dimension')} x {get('num_layers')} layers, {get('num_rbf')} {get('rbf_type')} rbf")
+    print(f"cutoff        {get('cutoff_lower')} .. {get('cutoff_upper')}")
+    print(f"output        {get('output_model')} (reduce {get('reduce_op', 'add')}), priors {get('prior_model', None)}")
+    print(f"precision     {get('precision', 32)}, max_z {get('max_z')}, parameters {n_params}")
     _print_tables(args)
     return 0
 
@@ -41,22 +66,74 @@ def _print_tables(args: argparse.Namespace) -> None:
 
 
 def _energy(args: argparse.Namespace) -> int:
+    """Per frame of each structure file: atoms, energy (eV) and largest force (eV/Å) from the
+    model, through the ASE calculator (units converted from ``--energy-unit``/``--length-unit``),
+    and the energy the file stores, when it has one, beside it. Several files (a shell glob):
+    each line starts with ``FILE:FRAME`` instead of ``FRAME``."""
+    from .calculator import FastNNPCalculator
+
+    for path in args.structures:  # every file exists before the model loads
+        _check_structure_file(path)
+    calc = None
+    for path in args.structures:
+        frames = 0
+        for index, atoms in enumerate(_frames(path)):
+            if calc is None:  # after the first frame parsed: an unreadable file fails before the model loads
+                calc = FastNNPCalculator(args.checkpoint, energy_unit=args.energy_unit, length_unit=args.length_unit,
+                                         layout=args.layout, trust_checkpoint=args.trust_checkpoint)
+            stored = _stored_energy(atoms)
+            atoms.calc = calc
+            try:
+                energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+            except (ValueError, CallTooLarge) as error:  # bad atoms or too many: name the frame
+                raise StructureFileError(f"{path}, frame {index}: {error}") from error
+            label = f"{path}:{index}" if len(args.structures) > 1 else str(index)
+            line = (f"{label}\t{len(atoms)} atoms\tenergy {energy:.6f} eV\t"
+                    f"max |force| {float((forces**2).sum(1).max() ** 0.5):.6f} eV/Å")
+            if stored is not None:
+                line += f"\tfile energy {stored:.6f} eV\tdifference {energy - stored:+.6f} eV"
+            print(line)
+            frames += 1
+        if not frames:
+            raise StructureFileError(f"{path} holds no structures")
+    return 0
+
+
+def _check_structure_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"structure file {path} is a directory, not a file ASE reads")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"structure file not found: {path}")
+
+
+def _frames(path: str):
+    """The structures of ``path`` one by one; any failure of ASE's readers is a StructureFileError
+    naming the file (they raise all kinds of errors on files they cannot parse)."""
     import ase.io
 
-    from .loading import load_model
+    frames = ase.io.iread(path)
+    index = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001 (a parser's failure on a file it cannot read)
+            text = (str(error).strip().splitlines() or [""])[0][:200]
+            raise StructureFileError(f"cannot read frame {index} of {path} as a structure file: "
+                                     f"{type(error).__name__}: {text}") from error
+        yield atoms
+        index += 1
 
-    model = load_model(args.checkpoint, layout=args.layout, trust_checkpoint=args.trust_checkpoint)
-    for index, atoms in enumerate(ase.io.iread(args.structures)):
-        z = torch.as_tensor(atoms.numbers, dtype=torch.long)
-        pos = torch.as_tensor(atoms.positions, dtype=model.dtype)
-        if atoms.pbc.any() and not atoms.pbc.all():
-            raise SystemExit(f"frame {index}: mixed periodicity {atoms.pbc.tolist()} is not supported here")
-        box = torch.as_tensor(atoms.cell.array, dtype=model.dtype) if atoms.pbc.all() else None
-        charge = torch.tensor([float(atoms.info.get("charge", 0.0))], dtype=model.dtype)
-        energy, neg_dy = model(z, pos, box=box, q=charge)
-        fmax = neg_dy.norm(dim=1).max().item()
-        print(f"{index}\t{len(atoms)} atoms\tenergy {energy.item():.6f}\tmax |force| {fmax:.6f}")
-    return 0
+
+def _stored_energy(atoms) -> Optional[float]:
+    """The energy a structure file stores for a frame (eV, as ASE reads it), or None."""
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    energy = results.get("energy", atoms.info.get("energy"))
+    try:
+        return None if energy is None else float(energy)
+    except (TypeError, ValueError):
+        return None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -80,12 +157,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("checkpoint")
         if name == "energy":
-            p.add_argument("structures")
+            p.add_argument("structures", nargs="+", help="files ASE reads (all their frames)")
+            p.add_argument("--energy-unit", default="eV", help="the model's energy unit (eV, meV, kcal/mol, kJ/mol, Hartree)")
+            p.add_argument("--length-unit", default="Å", help="the model's length unit (Å, nm, Bohr)")
         p.add_argument("--layout", default="auto", choices=["auto", "legacy", "current"])
         p.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling")
         p.set_defaults(func=func)
+    p = sub.add_parser("lammps-export", help=LAMMPS_EXPORT_HELP)
+    lammps_export_arguments(p)
+    p.set_defaults(func=lammps_export)
     args = parser.parse_args(argv)
-    return args.func(args)
+    prefix = f"fastnnp {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_: print(f"{prefix}: warning: {_one_line(message)}", file=sys.stderr)
+        try:
+            return args.func(args)
+        except USER_ERRORS as error:
+            print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+            return USAGE_ERROR
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (OSError without a message: its type and file)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from .derivatives import EnergyDerivatives, strained_derivatives
+from .memory import check_fits, estimate_call_bytes, model_footprint, system_volumes
 from .models.potential import NeuralPotential
 from .status import StepStatus, status_tensor
-from .validation import check_inputs
+from .validation import check_inputs, check_tensor_argument
 
 
 class StepResult(NamedTuple):
@@ -41,7 +42,8 @@ class EnergyStep:
     ``pos`` [N, 3] (and ``box``) are a first configuration, validated like every model input.
     ``properties``: energy and forces always; ``"energies"`` adds the per-atom energies (models
     with a per-atom split), ``"stress"`` the stress (a box needed); what is not asked for is
-    None in the results and costs nothing."""
+    None in the results and costs nothing. A topology whose call cannot fit in the device's
+    free memory is refused here (:class:`fastnnp.memory.CallTooLarge`, :func:`fastnnp.memory.check_fits`)."""
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class EnergyStep:
         q: Optional[Tensor] = None,
         properties: Collection[str] = ("energy", "forces"),
     ):
+        _check_arguments(model, z, pos, batch, box, q, properties)
         unknown = set(properties) - PROPERTIES
         if unknown:
             raise ValueError(f"unknown properties {sorted(unknown)}; a step computes {sorted(PROPERTIES)}")
@@ -70,6 +73,7 @@ class EnergyStep:
         )
         self.pos_meta = (pos.shape, pos.dtype, pos.device)
         self.box_shape = None if box is None else box.shape
+        _check_memory(model, pos, self.batch, box, self.n_systems)
 
     def __call__(self, pos: Tensor, box: Optional[Tensor] = None) -> StepResult:
         """The step on ``pos`` [N, 3] (and ``box``, shaped as at construction): no host sync."""
@@ -111,6 +115,35 @@ class EnergyStep:
             raise ValueError(
                 f"box must keep the step's shape {self.box_shape}, got {None if box is None else box.shape}"
             )
+
+
+def _check_arguments(model, z, pos, batch, box, q, properties) -> None:
+    """Types of the step's arguments, named, before anything reads them."""
+    if not isinstance(model, NeuralPotential):
+        raise TypeError(f"model must be a fastnnp potential (fastnnp.load_model), got {type(model).__name__}")
+    check_tensor_argument("z", z, "atomic numbers [n_atoms]")
+    check_tensor_argument("pos", pos, "positions [n_atoms, 3]")
+    for name, value, kind in (("batch", batch, "system indices [n_atoms]"), ("box", box, "cells [n_systems, 3, 3]"),
+                              ("q", q, "total charges [n_systems]")):
+        if value is not None:
+            check_tensor_argument(name, value, kind)
+    if isinstance(properties, str) or not all(isinstance(p, str) for p in properties):
+        raise TypeError(f"properties must be a collection of names such as ('energy', 'forces'), got {properties!r}")
+
+
+def _check_memory(model: NeuralPotential, pos: Tensor, batch: Tensor, box: Optional[Tensor], n_systems: int) -> None:
+    """Refuse a topology whose call cannot fit (:mod:`fastnnp.memory`); one host copy of the
+    positions (open systems) or cells, at construction only."""
+    cutoff, features, path, itemsize = model_footprint(model)
+    sizes = torch.bincount(batch, minlength=n_systems).tolist()
+    if box is None:
+        positions = torch.split(pos.detach().to("cpu", torch.float64), sizes)
+        volumes = system_volumes([p.numpy() for p in positions], None, cutoff)
+    else:
+        cells = box.detach().to("cpu", torch.float64).reshape(-1, 3, 3).expand(n_systems, 3, 3)
+        volumes = system_volumes(None, list(cells.numpy()), cutoff)
+    estimate = estimate_call_bytes(sizes, volumes, box is not None, cutoff, features, path, itemsize)
+    check_fits(estimate, pos.device, len(batch), cutoff)
 
 
 class GraphedStep:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 from . import backends, systems
@@ -50,6 +51,10 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     parser.add_argument("--timeout-s", type=float, help="per row (one subprocess)")
     parser.add_argument("--budget-s", type=float,
                         help=f"whole run: rows not started by then are skipped (--quick: {QUICK_BUDGET_S:g})")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per row (default torch's: one per core); 1 is steadier on a busy machine")
+    parser.add_argument("--allow-skips", action="store_true",
+                        help="exit 0 even when rows were skipped or timed out for lack of time")
     parser.add_argument("--memory-limit-gib", type=float,
                         help="CPU: address-space cap per row (default 80%% of this machine's memory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
@@ -88,17 +93,40 @@ def complete(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpa
         args.memory_limit_gib = round(0.8 * psutil.virtual_memory().total / 2**30, 1)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
     return args
 
 
+USAGE_ERROR, NOT_MEASURED = 2, 1  # exit statuses: bad input; rows that failed or ran out of time
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Run (or merge), write DIR/NAME.{json,md,png}, print the table; exit status 0."""
+    """Run (or merge), write DIR/NAME.{json,md,png}, print the table.
+
+    Exit status 0; 1 when a row failed or disagreed with the reference, or (unless
+    ``--allow-skips``) was skipped or timed out for lack of time (:data:`.runner.UNMEASURED`),
+    the rows named on stderr; 2 for bad input (a missing checkpoint, an unreadable JSON to
+    merge, an unwritable output folder), one line, no traceback.
+    """
     from .report import save_json, table, write_outputs
-    from .runner import merge, run
+    from .runner import merge, run, unmeasured
 
     args = parse_args(argv, prog)
+    name = prog or "python -m fastnnp.bench"
     json_path = os.path.join(args.output, f"{args.name}.json")
-    report = merge(args.merge) if args.merge else run(args, lambda partial: save_json(partial, json_path))
-    paths = write_outputs(report, args.output, args.name)
+    try:
+        report = merge(args.merge) if args.merge else run(args, lambda partial: save_json(partial, json_path))
+        paths = write_outputs(report, args.output, args.name)
+    except (OSError, ValueError) as error:  # CheckpointError and json's errors are ValueErrors
+        print(f"{name}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return USAGE_ERROR
     print("\n" + table(report) + "\n\nwritten: " + ", ".join(paths))
+    kinds = unmeasured(report)
+    failing = kinds.get("error", []) + ([] if args.allow_skips else kinds.get("incomplete", []))
+    if failing:
+        rows = "; ".join(f"{row['system']} {row['backend']}: {row['status']}" for row in failing)
+        hint = " (--allow-skips accepts rows skipped or timed out for lack of time)" if kinds.get("incomplete") else ""
+        print(f"{name}: {len(failing)} of {len(report['results'])} rows not measured: {rows}{hint}", file=sys.stderr)
+        return NOT_MEASURED
     return 0

@@ -51,7 +51,7 @@ def table(report: dict) -> str:
         "",
         f"- model: {model}; energy + forces per call, {config['dtype']} (TF32 off)",
         f"- device: {env['device']}; CPU {env['cpu']}, {env['cpu_cores']} cores, {env['torch_threads']} torch threads, "
-        f"{env['memory_gib']} GiB; other processes took {100 * env.get('other_processes_cpu_share', 0):.0f} % "
+        f"{env['memory_gib']} GiB{_threads(config)}; other processes took {100 * env.get('other_processes_cpu_share', 0):.0f} % "
         "of the CPU during the run",
         f"- code: commit {env['commit'][:12]} (source digest {env['source_digest']}); {versions}",
         f"- timing: after the first call, {config['warmup']}+ warm-up calls (more while calls still speed up), "
@@ -67,8 +67,23 @@ def table(report: dict) -> str:
     for row in report["results"]:
         info = report["systems"].get(row["system"], {})
         lines.append("| " + " | ".join(_cells(row, info)) + " |")
-    lines += ["", *_largest(report), "", *NOTES]
+    lines += ["", *_not_measured(report), *_largest(report), "", *NOTES]
     return "\n".join(lines)
+
+
+def _threads(config: dict) -> str:
+    return f" (rows ran with {config['threads']} torch threads)" if config.get("threads") else ""
+
+
+def _not_measured(report: dict) -> list[str]:
+    """Why each row without a time has none (skipped, timeout, out of memory, failed)."""
+    rows = [row for row in report["results"] if "median_ms" not in row]
+    if not rows:
+        return []
+    lines = ["Rows without a time:"]
+    lines += [f"- {row['system']} {row['backend']}: {STATUS_TEXT.get(row['status'], row['status'])}: "
+              f"{row.get('error', 'no reason recorded')}" for row in rows]
+    return lines + [""]
 
 
 NOTES = (

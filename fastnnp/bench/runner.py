@@ -27,6 +27,7 @@ from .models import PRESETS, describe, hyperparameters, write_preset_checkpoint
 from .worker import RESULT_TAG, SYSTEM_TAG
 
 SCHEMA = "fastnnp-bench/1"
+REPORT_KEYS = ("environment", "config", "systems", "results")  # what a report must hold to be merged
 # Rows whose status stops the same backend on larger systems of the same family.
 LIMITING = ("oom", "timeout")
 # From this many atoms CPU workers run with glibc's MALLOC_MMAP_THRESHOLD_=65536, so freed
@@ -37,6 +38,8 @@ LARGE_CPU_SYSTEM = 50_000
 class Runner:
     """Runs worker subprocesses, each with its own timeout, inside an overall time budget; on
     CPU each under an address-space limit so that running out of memory is an error in it."""
+
+    min_row_s = 10.0  # with less of the budget left a row is not started (skipped, reason "budget")
 
     def __init__(self, timeout_s: float, budget_s: float | None, memory_limit_gib: float | None):
         self.timeout_s = timeout_s
@@ -53,8 +56,8 @@ class Runner:
         Returns the neighbour counts the worker made (or None) and its result.
         """
         left = float("inf") if self.deadline is None else self.deadline - time.monotonic()
-        if left < 10:
-            return None, {"status": "skipped", "error": "not started: the run's time budget is spent"}
+        if left < self.min_row_s:
+            return None, {"status": "skipped", "reason": "budget", "error": "not started: the run's time budget is spent"}
         timeout = min(self.timeout_s, left)
         command = [sys.executable, "-m", "fastnnp.bench.worker", json.dumps(spec)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -65,7 +68,8 @@ class Runner:
         except subprocess.TimeoutExpired:
             self._kill(process)
             if timeout < self.timeout_s:
-                return None, {"status": "skipped", "error": f"stopped after {timeout:.0f} s: the run's time budget is spent"}
+                return None, {"status": "skipped", "reason": "budget",
+                              "error": f"stopped after {timeout:.0f} s: the run's time budget is spent"}
             return None, {"status": "timeout", "error": f"no result after {timeout:.0f} s"}
         except BaseException:
             self._kill(process)
@@ -141,15 +145,17 @@ class Benchmark:
         spec = {"system": request, "device": self.args.device, "dtype": self.args.dtype,
                 "checkpoint": self.checkpoint, "cutoff": self.hparams["cutoff_upper"],
                 "max_num_neighbors": self.hparams.get("max_num_neighbors", 64), "warmup": self.args.warmup,
-                "repeats": self.args.repeats, "target_s": self.args.target_s, "stats": None, "reference": None}
+                "repeats": self.args.repeats, "target_s": self.args.target_s, "stats": None, "reference": None,
+                "threads": self.args.threads}
         rows = []
         for backend in self.order:
             row = {"system": system.name, "backend": backend, "n_atoms": info["n_atoms"]}
             limit_atoms, why = self.limits.get((backend, system.family), (None, ""))
             if too_heavy:
-                row.update(status="skipped", error=f"an element is beyond the model's max_z {self.hparams['max_z']}")
+                row.update(status="skipped", reason="max_z",
+                           error=f"an element is beyond the model's max_z {self.hparams['max_z']}")
             elif limit_atoms is not None and info["n_atoms"] >= limit_atoms:
-                row.update(status="skipped", error=f"not run after {why}")
+                row.update(status="skipped", reason=f"after {why.split()[0]}", error=f"not run after {why}")
             else:
                 self.measure_row(row, spec, system, info)
             print(f"[{time.strftime('%H:%M:%S')}] {system.name} {backend}: {_brief(row)}", flush=True)
@@ -195,10 +201,28 @@ def config(args: argparse.Namespace, hparams: dict) -> dict:
         "model": args.model, "model_description": describe(hparams), "hparams": hparams, "seed": args.seed,
         "device": args.device, "dtype": args.dtype, "tf32": False, "systems": args.systems, "backends": args.backends,
         "warmup": args.warmup, "repeats": args.repeats, "target_s": args.target_s, "timeout_s": args.timeout_s,
-        "budget_s": args.budget_s, "memory_limit_gib": args.memory_limit_gib if args.device == "cpu" else None,
+        "budget_s": args.budget_s, "threads": args.threads, "memory_limit_gib": args.memory_limit_gib if args.device == "cpu" else None,
         "agreement_rtol": metrics.RTOL[args.dtype], "quick": args.quick,
         "timing": "perf_counter around each energy+forces call, device synchronised before and after",
     }
+
+
+# Rows that were not measured, by kind: (status, skip reason or None) -> kind. "error": the
+# run is wrong (always a failing exit status); "incomplete": time ran out (failing unless
+# --allow-skips); anything else (out of memory, larger systems after it, elements beyond max_z)
+# is a result the table reports.
+UNMEASURED = {("failed", None): "error", ("disagrees", None): "error", ("timeout", None): "incomplete",
+              ("skipped", "budget"): "incomplete", ("skipped", "after timeout"): "incomplete"}
+
+
+def unmeasured(report: dict) -> dict[str, list[dict]]:
+    """The report's rows that count against the run, by kind of :data:`UNMEASURED`."""
+    kinds: dict[str, list[dict]] = {}
+    for row in report["results"]:
+        kind = UNMEASURED.get((row["status"], row.get("reason")))
+        if kind:
+            kinds.setdefault(kind, []).append(row)
+    return kinds
 
 
 def merge(paths: list[str]) -> dict:
@@ -207,7 +231,11 @@ def merge(paths: list[str]) -> dict:
     reports = []
     for path in paths:
         with open(path) as f:
-            reports.append(json.load(f))
+            report = json.load(f)
+        missing = [key for key in REPORT_KEYS if not isinstance(report, dict) or key not in report]
+        if missing:
+            raise ValueError(f"{path} is not a fastnnp bench report (JSON {SCHEMA}): it lacks {', '.join(missing)}")
+        reports.append(report)
     merged = dict(reports[0], systems={}, results=[], merged_from=paths)
     rows: dict[tuple[str, str], dict] = {}
     for report in reports:

@@ -52,6 +52,8 @@ def neighbor_stats(inputs: Inputs, cutoff: float) -> dict:
 def measure(spec: dict) -> dict:
     """The measurement ``spec`` describes (keys: see :func:`fastnnp.bench.runner.Runner.measure`)."""
     device, dtype = torch.device(spec["device"]), DTYPES[spec["dtype"]]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     system = systems.build(spec["system"])
@@ -84,7 +86,7 @@ def measure(spec: dict) -> dict:
     result.update(repeat(step, device, result["first_call_s"], spec["warmup"], spec["repeats"], spec["target_s"]))
     if device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(device)
-    return dict(result, status="ok")
+    return dict(result, status="ok", torch_threads=torch.get_num_threads())
 
 
 def describe_failure(error: BaseException) -> dict:

@@ -101,3 +101,15 @@ def test_unmapped_type_refused(tmp_path):
     data.elems = np.where(np.arange(len(data.elems)) == 3, -1, data.elems).astype(np.int32)
     with pytest.raises(ValueError, match=r"element indices must lie in 0..3 \(H C N O\); map every atom type"):
         unified.compute_forces(data)
+
+
+def test_fastnnp_lammps_export_command(tmp_path, capsys):
+    from fastnnp.cli import main
+
+    out = tmp_path / "model-mliap.pt"
+    assert main(["lammps-export", str(DATA / "tensornet" / "model.ckpt"), str(out), "--elements", "H", "C", "N", "O"]) == 0
+    assert f"pair_style mliap unified {out} 0" in capsys.readouterr().out
+    assert isinstance(load_unified(out), FastNNPUnified)
+    assert main(["lammps-export", str(DATA / "tensornet" / "model.ckpt"), str(out), "--elements", "Xx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastnnp lammps-export: error:") and "Xx" in err and len(err.splitlines()) == 1
