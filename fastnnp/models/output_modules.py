@@ -274,6 +274,8 @@ class ScalarPlusWeightedCoulomb(Scalar):
                  num_hidden_layers=0, q_dim: int = 0, num_layers: int = 0,
                  q_weights: Sequence = (), coulomb_cutoff: Optional[float] = None):
         super().__init__(hidden_channels, activation, reduce_op, dtype, num_hidden_layers)
+        if q_dim < 1:
+            raise ValueError(f"ScalarPlusWeightedCoulomb needs q_dim >= 1 charge channels per prediction, got {q_dim}")
         if len(q_weights) != num_layers + 1:
             raise ValueError(
                 f"q_weights needs one entry per charge prediction (num_layers + 1 = {num_layers + 1}), "
@@ -282,6 +284,8 @@ class ScalarPlusWeightedCoulomb(Scalar):
         weights = torch.zeros(num_layers + 1, q_dim, dtype=dtype)
         for k, layer_weights in enumerate(q_weights):
             weights[k] = torch.as_tensor(layer_weights, dtype=dtype)
+        if not bool(torch.isfinite(weights).all()) or float(weights.sum()) == 0.0:
+            raise ValueError(f"q_weights must be finite and must not sum to zero (the charges' mean), got {list(q_weights)}")
         self.register_buffer("qweights", weights.flatten())
         self.coulomb_cutoff = None if coulomb_cutoff is None else float(coulomb_cutoff)
 

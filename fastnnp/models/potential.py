@@ -274,6 +274,7 @@ class NeuralPotential(nn.Module):
         extra = getattr(self.representation_model, "extra_energy", None)
         if extra is not None:  # per-atom terms of the representation's own (TensorNet2's ZBL)
             x = x + extra
+            self.representation_model.extra_energy = None  # read once: the module keeps no graph (copyable)
         x = x * self.std
         for prior in self.prior_model or ():
             x = prior.pre_reduce(x, z, pos, batch, extra_args)

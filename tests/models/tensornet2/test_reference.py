@@ -152,3 +152,29 @@ def test_forces_and_stress_equal_finite_differences(tmp_path, kind):
         for s in (0, 1):
             fd = (plus[s] - minus[s]) / (2 * h) / volume[s]
             assert abs(fd - result.stress[s, a, b]) <= 1e-6 * max(1.0, result.stress.abs().max().item()), (s, a, b)
+
+
+@pytest.mark.parametrize(
+    "q_dim, q_weights, message",
+    [(0, [[], [], []], "q_dim >= 1"), (2, [[1.0, -1.0], [0.5, -0.5], [0.0, 0.0]], "must not sum to zero"),
+     (1, [[1.0], [float("nan")], [1.0]], "must be finite")],
+)
+def test_coulomb_head_refuses_unusable_charge_weights(q_dim, q_weights, message):
+    from fastnnp.models.output_modules import ScalarPlusWeightedCoulomb
+
+    with pytest.raises(ValueError, match=message):
+        ScalarPlusWeightedCoulomb(8, q_dim=q_dim, num_layers=2, q_weights=q_weights)
+
+
+def test_a_called_model_can_be_copied(tmp_path):
+    """The representation's ZBL energies are read once per call: no autograd graph stays on the module."""
+    import copy
+
+    from tests.helpers.tensornet2 import build_tensornet2, tensornet2_hparams
+
+    hp = tensornet2_hparams(repulsion=True)
+    model = fastnnp.load_model(write_checkpoint(tmp_path / "model.ckpt", build_tensornet2(hp, seed=2).state_dict(), hp))
+    inputs = molecules(torch.float32, names=("H2O",))
+    energy, _ = model(inputs["z"], inputs["pos"], inputs["batch"])
+    copied = copy.deepcopy(model)
+    torch.testing.assert_close(copied(inputs["z"], inputs["pos"], inputs["batch"])[0], energy)

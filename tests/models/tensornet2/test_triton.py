@@ -72,8 +72,10 @@ def test_matches_torchmdnet_and_reference_path(tmp_path, kind, radial, overrides
     if kind == "periodic":  # dE/dbox (stress) through the table's vectors and the charges
         assert expected_stress.abs().max() > 1e-3
         torch.testing.assert_close(stress, expected_stress, rtol=1e-4, atol=1e-4)
-    if hp.get("repulsion"):
-        assert rep.extra_energy.abs().max() > 1e-3  # the ZBL term is exercised
+    if hp.get("repulsion"):  # the ZBL term is exercised; the full model call reads and clears it
+        assert rep.extra_energy is None
+        rep(inputs["z"], inputs["pos"], inputs["batch"], q=inputs["q"])
+        assert rep.extra_energy.abs().max() > 1e-3
 
     # the predictions' charges: the reference path's, and per system the total charge up to the
     # equilibration's eps: sums = Q - eps / (S + eps) (Q - raw sums), S the sum of squared weights
