@@ -64,7 +64,10 @@ from torch import Tensor, nn
 
 from .basis import kernel_basis
 from .compile_case import CompileCase
-from .edge_math import activation, activation_grad, cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, tile_shape
+from .edge_math import (
+    activation, activation_grad, cosine_cutoff, edge_tile, program_rows, radial_basis, row_sum, store_vector_gradient,
+    tile_shape,
+)
 from .op_args import constant, pack, register_filter, unpack
 from .radial_table import KernelTable, kernel_table, table_channels, table_position
 
@@ -240,15 +243,6 @@ def _store_rows(ptr, values, row0, n_rows, F, ROWS: tl.constexpr, BF: tl.constex
 
 
 @triton.jit
-def _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d):
-    """d loss / d v = g_d v / d (0 at d = 0 and in the padding)."""
-    s = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
-    tl.store(grad_vec_ptr + 3 * edge, s * vx, mask=valid)
-    tl.store(grad_vec_ptr + 3 * edge + 1, s * vy, mask=valid)
-    tl.store(grad_vec_ptr + 3 * edge + 2, s * vz, mask=valid)
-
-
-@triton.jit
 def _forward_kernel(
     vec_ptr, nbr_ptr, counts_ptr, h_ptr, out_ptr, arg_ptr,
     p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, coef_ptr,
@@ -311,7 +305,7 @@ def _backward_kernel(
                          R, H, F, pieces, alpha, lower, upper, rate, scale, slope_scale,
                          TABLE, RATE, ZERO_OUTSIDE, RBF, ACT, TWO, HAS_LOWER, True, PRECISION, ROWS * SLOTS, BR, BF, KC)
         acc += row_sum(w * _scaled_rows(grad_ptr, counts_ptr, sender, F, valid, AGGR, BF), ROWS, SLOTS, BF)
-        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
+        store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
     _store_rows(grad_h_ptr, acc, row0, n_rows, F, ROWS, BF)
 
 
@@ -338,7 +332,7 @@ def _max_backward_kernel(
                          R, H, F, pieces, alpha, lower, upper, rate, scale, slope_scale,
                          TABLE, RATE, ZERO_OUTSIDE, RBF, ACT, TWO, HAS_LOWER, True, PRECISION, ROWS * SLOTS, BR, BF, KC)
         tl.atomic_add(grad_h_ptr + sender[:, None] * F + f[None, :], share * w, mask=chosen)
-        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
+        store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
 
 
 class Launch(NamedTuple):

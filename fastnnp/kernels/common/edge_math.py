@@ -136,3 +136,12 @@ def edge_tile(vec_ptr, nbr_ptr, counts_ptr, row0, slot0, n_rows, K, ROWS: tl.con
 def row_sum(values, ROWS: tl.constexpr, SLOTS: tl.constexpr, BF: tl.constexpr):
     """[ROWS * SLOTS, BF] -> [ROWS, BF]: sum over each receiver's slots."""
     return tl.sum(tl.reshape(values, (ROWS, SLOTS, BF)), axis=1)
+
+
+@triton.jit
+def store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d):
+    """d loss / d v = g_d v / d for a tile's edges (0 at d = 0 and in the padding)."""
+    scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
+    tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
+    tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
+    tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)

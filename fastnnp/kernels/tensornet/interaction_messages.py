@@ -48,6 +48,7 @@ from ..common.edge_math import (
     program_rows,
     radial_basis,
     row_sum,
+    store_vector_gradient,
     tile_shape,
     gpu_tile_constexprs,
 )
@@ -202,15 +203,6 @@ def _group_product(grad_ptr, feat_ptr, row, sender, FIRST: tl.constexpr, LAST: t
 
 
 @triton.jit
-def _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d):
-    """d loss / d v = g_d v / d for the tile's edges (0 at d = 0 and in the padding)."""
-    scale = tl.where(valid & (d > 0), g_d / tl.where(d > 0, d, 1.0), 0.0)
-    tl.store(grad_vec_ptr + 3 * edge, scale * vx, mask=valid)
-    tl.store(grad_vec_ptr + 3 * edge + 1, scale * vy, mask=valid)
-    tl.store(grad_vec_ptr + 3 * edge + 2, scale * vz, mask=valid)
-
-
-@triton.jit
 def _backward_kernel(
     vec_ptr, nbr_ptr, counts_ptr, feat_ptr, grad_ptr, grad_feat_ptr, grad_vec_ptr,
     p0_ptr, p1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
@@ -261,7 +253,7 @@ def _backward_kernel(
             g_h1 += tl.dot(g_h2 * activation_grad(z2, ACT), w2, input_precision=PRECISION)
         g_rbf = tl.dot(g_h1 * activation_grad(z1, ACT), w1, input_precision=PRECISION)
         g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
-        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
+        store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
     store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 
@@ -308,7 +300,7 @@ def _table_backward_kernel(
         filt, slope = table_group(coef_ptr, piece, u, dt, use, 2, F, BF, True)
         a4, a5, a6, a7, a8, a9 = _tensor_sums(a4, a5, a6, a7, a8, a9, filt, grad_ptr, sender, F, valid, ROWS, SLOTS, BF)
         g_d += tl.sum(_group_product(grad_ptr, feat_ptr, row, sender, 4, 10, F, valid, BF) * slope, axis=1)
-        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
+        store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
     store_all_rows(grad_feat_ptr, row0, n_rows, F, ROWS, BF, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9)
 
 

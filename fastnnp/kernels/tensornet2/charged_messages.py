@@ -41,6 +41,7 @@ from ..common.edge_math import (
     gpu_tile_constexprs,
     program_rows,
     row_sum,
+    store_vector_gradient,
     tile_shape,
 )
 from ..common.op_args import pack, unpack
@@ -52,7 +53,6 @@ from ..tensornet.interaction_messages import (
     _group_product,
     _hidden_chunk,
     _last_layer,
-    _store_vector_gradient,
     _tensor_sums,
     _third_weights,
     _vector_sums,
@@ -149,7 +149,7 @@ def _backward_kernel(
         tl.atomic_add(grad_send_ptr + sender[:, None] * F + f[None, :], g_z1, mask=valid[:, None] & (f[None, :] < F))
         g_rbf = tl.dot(g_z1, w1, input_precision=PRECISION)
         g_d = tl.sum(g_rbf * rbf_slope, axis=1) + g_cut * cut_slope
-        _store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
+        store_vector_gradient(grad_vec_ptr, edge, valid, vx, vy, vz, d, g_d)
     rows = (row0 + tl.arange(0, ROWS)).to(tl.int64)
     tl.store(grad_recv_ptr + rows[:, None] * F + f[None, :], g_recv, mask=(rows[:, None] < n_rows) & (f[None, :] < F))
 
