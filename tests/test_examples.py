@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase.io import read
+
+import fastnnp
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[-+]?\d+\.?\d*(?:e[-+]?\d+)?"
@@ -81,3 +84,19 @@ def test_torchsim_md_runs_every_molecule():
     energies = numbers_after("E_pot", out)
     n_molecules = len(read(ROOT / "examples/data/xtb_molecules.extxyz", ":"))
     assert len(energies) == n_molecules and np.all(np.isfinite(energies))
+
+
+def test_train_tensornet_config_trains_and_writes_a_loadable_checkpoint(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastnnp.cli", "train", str(ROOT / "examples" / "train_tensornet.yaml"),
+         "--log_dir", str(tmp_path / "run"), "--num_epochs", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"writing to {tmp_path / 'run'}" in proc.stdout + proc.stderr
+    assert "test set (best checkpoint" in proc.stdout
+    model = fastnnp.load_model(tmp_path / "run" / "best.ckpt")
+    frame = read(ROOT / "examples/data/xtb_molecules.extxyz", 0)
+    energy, forces = model(torch.as_tensor(frame.numbers), torch.as_tensor(frame.positions, dtype=torch.float32))
+    assert energy.shape == (1, 1) and forces.shape == (len(frame), 3) and bool(torch.isfinite(forces).all())
