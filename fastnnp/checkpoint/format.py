@@ -21,6 +21,8 @@ from ..models.registry import canonical_name
 LIGHTNING_PREFIX = "model."
 REPRESENTATION_BOX_KEY = "representation_model.distance.box"
 # The box buffer each prior with a neighbour list holds, relative to ``prior_model.{i}.``.
+# The neighbour-list box buffer of TorchMD-Net's ScalarPlusWeightedCoulomb head with a coulomb_cutoff.
+COULOMB_BOX_KEY = "output_model.distance.box"
 PRIOR_BOX_KEYS = {"ZBL": "distance.box", "Coulomb": "distance.box", "D2": "distances.box"}
 LAYOUTS = ("auto", "legacy", "current")
 # Architectures whose weights exist in the legacy [N, F, 3, 3] layout.
@@ -105,7 +107,8 @@ def lightning_state_from_model(model_state: dict[str, Tensor], hparams: dict) ->
     """A checkpoint's ``state_dict`` for a fastnnp model's ``model_state``: ``model.`` prefix and the
     box buffers TorchMD-Net's modules hold (``box_vecs``, or zeros), in the precision of ``std``.
 
-    ``hparams`` are the training hyper-parameters (``box_vecs``, ``prior_model``).
+    ``hparams`` are the training hyper-parameters (``box_vecs``, ``prior_model``, and
+    ``output_model`` / ``coulomb_cutoff``: the Coulomb head's neighbour-list box).
     """
     state = {f"{LIGHTNING_PREFIX}{key}": value for key, value in model_state.items()}
     dtype = model_state["std"].dtype
@@ -115,6 +118,8 @@ def lightning_state_from_model(model_state: dict[str, Tensor], hparams: dict) ->
     for i, name in enumerate(_prior_names(hparams.get("prior_model"))):
         if name in PRIOR_BOX_KEYS:
             state[f"{LIGHTNING_PREFIX}prior_model.{i}.{PRIOR_BOX_KEYS[name]}"] = torch.zeros(3, 3, dtype=dtype)
+    if hparams.get("output_model") == "ScalarPlusWeightedCoulomb" and hparams.get("coulomb_cutoff") is not None:
+        state[f"{LIGHTNING_PREFIX}{COULOMB_BOX_KEY}"] = torch.zeros(3, 3, dtype=dtype)
     return state
 
 

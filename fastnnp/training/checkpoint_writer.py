@@ -77,18 +77,11 @@ def prior_args(prior_model: Any) -> list[dict]:
     return args
 
 
-# The neighbour-list box buffer of TorchMD-Net's ScalarPlusWeightedCoulomb head with a coulomb_cutoff.
-COULOMB_BOX_KEY = "model.output_model.distance.box"
-
-
 def lightning_state_dict(model: nn.Module, hparams: dict) -> dict[str, torch.Tensor]:
     """``model``'s state dict as TorchMD-Net's LNNP holds it: ``model.`` prefix and box buffers
-    (those of :func:`~fastnnp.checkpoint.lightning_state_from_model`, and the Coulomb head's)."""
+    (:func:`~fastnnp.checkpoint.lightning_state_from_model`)."""
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    lightning = lightning_state_from_model(state, hparams)
-    if hparams.get("output_model") == "ScalarPlusWeightedCoulomb" and hparams.get("coulomb_cutoff") is not None:
-        lightning[COULOMB_BOX_KEY] = torch.zeros(3, 3, dtype=state["std"].dtype)
-    return lightning
+    return lightning_state_from_model(state, hparams)
 
 
 def model_state_from(checkpoint: dict) -> dict[str, torch.Tensor]:

@@ -10,7 +10,8 @@ import pytest
 
 import fastnnp
 from fastnnp.training.config import ConfigWarning, load_config
-from fastnnp.training.checkpoint_writer import COULOMB_BOX_KEY, load_checkpoint
+from fastnnp.checkpoint.format import COULOMB_BOX_KEY, LIGHTNING_PREFIX
+from fastnnp.training.checkpoint_writer import load_checkpoint
 from fastnnp.training.data import collate
 from fastnnp.training.trainer import Trainer, predict
 from tests.helpers.parity import assert_matches
@@ -59,7 +60,7 @@ def test_trained_checkpoint_loads_in_torchmdnet_with_equal_predictions(tmp_path,
         built = create_model(copy.deepcopy(hparams)).state_dict()
     written = {re.sub(r"^model\.", "", k) for k in checkpoint["state_dict"]}
     assert written == set(built)  # TorchMD-Net's own keys: load_model need not fill any in
-    assert (COULOMB_BOX_KEY in checkpoint["state_dict"]) == ("coulomb_cutoff" in settings)
+    assert (LIGHTNING_PREFIX + COULOMB_BOX_KEY in checkpoint["state_dict"]) == ("coulomb_cutoff" in settings)
 
     dtype = trainer.dtype
     frames = trainer.frames["train"] + trainer.frames["val"] + trainer.frames["test"]
