@@ -14,7 +14,7 @@ from .interpreter import interpreting
 # Edge tiles are (receivers per program, slots per step). The CPU interpreter runs every
 # operation of every program in numpy, so it gets larger tiles (fewer, larger operations).
 GPU_TILE = (1, 16)
-INTERPRETER_TILE = (8, 32)
+INTERPRETER_TILE = (32, 32)
 # The edge kernels' float32 scalar arguments (radial basis alpha and the two cutoffs).
 FLOAT_SCALARS = ("alpha", "lower", "upper")
 
