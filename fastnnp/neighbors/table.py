@@ -8,6 +8,11 @@
   rows, so that the edge vector is ``pos[i] - pos[j] - images @ box[system of i]``; 0 for
   padding and for open boundaries.
 * ``counts`` [N] int32: number of neighbours of each receiver.
+* ``order`` [N] int64 or None: when given, the table numbers the atoms in this order (rows and
+  senders): row a is the given atom ``order[a]``; ``inverse`` [N] int64 is each given atom's
+  row. The planned Triton search sorts large systems by bin this way
+  (:func:`fastnnp.kernels.common.neighbor_search.planned_search`); :func:`sorted_atoms` and
+  :func:`given_order` move per-atom arrays between the two numberings.
 
 Padding entries give a zero vector in :func:`table_vectors`. The Triton search
 (:func:`fastnnp.kernels.common.neighbor_search.neighbor_table`) fills a table directly;
@@ -23,11 +28,29 @@ from .cell_list import NeighborList
 
 
 class NeighborTable(NamedTuple):
-    """neighbors [N, K] int32, images [N, K, 3] int32, counts [N] int32 (see module docstring)."""
+    """neighbors [N, K] int32, images [N, K, 3] int32, counts [N] int32, order and inverse
+    [N] int64 or None (see module docstring)."""
 
     neighbors: Tensor
     images: Tensor
     counts: Tensor
+    order: Optional[Tensor] = None
+    inverse: Optional[Tensor] = None
+
+
+def sorted_atoms(table: NeighborTable, *arrays: Tensor) -> tuple[Tensor, ...]:
+    """Per-atom ``arrays`` (first dimension N, given order) in the table's numbering
+    (differentiable; the arrays themselves when the table keeps the given order)."""
+    if table.order is None:
+        return arrays
+    return tuple(a.index_select(0, table.order) for a in arrays)
+
+
+def given_order(table: NeighborTable, *arrays: Tensor) -> tuple[Tensor, ...]:
+    """Per-atom ``arrays`` in the table's numbering back in the given order (differentiable)."""
+    if table.inverse is None:
+        return arrays
+    return tuple(a.index_select(0, table.inverse) for a in arrays)
 
 
 def table_from_list(graph: NeighborList, n_atoms: int, capacity: Optional[int] = None) -> NeighborTable:

@@ -73,6 +73,10 @@ __all__ = ["NeighborTable", "SearchPlan", "neighbor_table", "plan_search", "plan
 _BLOCK = 32
 # Capacity estimate: expected neighbours (density x sphere volume) times this factor.
 _CAPACITY_MARGIN = 1.25
+# From this many atoms on the planned search numbers its tables in the bin-sorted order: the
+# rows the kernels gather per edge (TensorNet's [10, F] components: 5 kB an atom at F = 128)
+# then outgrow the H200's 50 MB L2, and neighbours near in space become near in memory.
+SORT_MIN_ATOMS = 8192
 # Refuse nearly degenerate cells that need more neighbouring bins than this.
 _MAX_BIN_OFFSETS = 1_000_000
 
@@ -95,6 +99,7 @@ def _neighbor_kernel(
     count_ptr,  # out [N] int32
     K,
     PERIODIC: tl.constexpr,
+    SORTED: tl.constexpr,  # number the table's rows and senders in the sorted order
     BLOCK: tl.constexpr,
 ):
     """One program per receiver: fills its row of the table (module docstring, step 2)."""
@@ -115,6 +120,8 @@ def _neighbor_kernel(
     base = tl.load(base_ptr + s)
     cu2 = tl.load(cut_ptr)
     cl2 = tl.load(cut_ptr + 1)
+    if SORTED:
+        i = a.to(tl.int32)
     row = i.to(tl.int64) * K
     lane = tl.arange(0, BLOCK)
     if PERIODIC:
@@ -177,7 +184,10 @@ def _neighbor_kernel(
                     slot = count + tl.cumsum(kept, 0) - kept
                     write = keep & (slot < K)
                     off = row + slot
-                    tl.store(nbr_ptr + off, tl.load(atom_ptr + j, mask=write, other=0), mask=write)
+                    if SORTED:
+                        tl.store(nbr_ptr + off, j.to(tl.int32), mask=write)
+                    else:
+                        tl.store(nbr_ptr + off, tl.load(atom_ptr + j, mask=write, other=0), mask=write)
                     if PERIODIC:
                         # image relative to the positions as given: t + s_i - s_j
                         sj = tl.load(shift_ptr + 4 * j[:, None] + xyz[None, :], mask=write[:, None], other=0)
@@ -211,6 +221,8 @@ class SearchPlan(NamedTuple):
     open_box: Tensor  # [S, 3, 4] zeros in the kernel dtype: the open search's box argument
     cut: Tensor  # [2] squared cutoffs (upper, lower) in the kernel dtype
     bin_ids: Tensor  # [n_bins + 1] int64 0 .. n_bins (whose first atoms the binning finds)
+    sort_atoms: bool  # number the table in the bin-sorted order (:func:`planned_search`)
+    atom_ids: Tensor  # [N] int64 0 .. N - 1
 
 
 def neighbor_table(
@@ -270,39 +282,48 @@ def planned_search(plan: SearchPlan, pos: Tensor, box: Tensor | None) -> tuple[N
     atom's neighbours), STALE where a periodic cell's bins became narrower than the cutoff (pairs may
     be missing), DRIFT where atoms of an open system left the planned grid (the table is
     complete, the search slower). The caller acts on it after the step: replan and recompute
-    for OVERFLOW or STALE. Inputs are not checked here: the plan's were."""
+    for OVERFLOW or STALE. Inputs are not checked here: the plan's were.
+
+    With ``plan.sort_atoms`` the table numbers the atoms in the search's bin-sorted order
+    (``order``, ``inverse``: :class:`~fastnnp.neighbors.table.NeighborTable`), so that a
+    receiver's senders are near it in memory."""
     with torch.no_grad():
         bins, stale, drift = bin_atoms(plan, constant(pos), None if box is None else constant(box))
         neighbors, images, counts = torch.ops.fastnnp.neighbor_search(
             bins.pos, bins.atom, bins.bin, bins.shift, bins.sys, plan.nbins_int, plan.reach, plan.base,
-            bins.box, bins.bin_start, plan.cut, plan.capacity, plan.periodic,
+            bins.box, bins.bin_start, plan.cut, plan.capacity, plan.periodic, plan.sort_atoms,
         )
         need = counts.max()
         status = status_tensor({StepStatus.OVERFLOW: need > plan.capacity, StepStatus.STALE: stale, StepStatus.DRIFT: drift})
         # an overflowed row lists K neighbours: the consumers never read past the table
         counts = counts.clamp(max=plan.capacity)
-    return NeighborTable(neighbors, images, counts), status, need
+        if not plan.sort_atoms:
+            return NeighborTable(neighbors, images, counts), status, need
+        order = bins.atom.long()
+        inverse = torch.empty_like(order).scatter_(0, order, plan.atom_ids)
+    return NeighborTable(neighbors, images, counts, order, inverse), status, need
 
 
 @torch.library.custom_op("fastnnp::neighbor_search", mutates_args=())
 def _neighbor_search_op(
     pos: Tensor, atom: Tensor, bin: Tensor, shift: Tensor, sys: Tensor, nbins: Tensor, reach: Tensor, base: Tensor,
-    box: Tensor, bin_start: Tensor, cut: Tensor, capacity: int, periodic: bool,
+    box: Tensor, bin_start: Tensor, cut: Tensor, capacity: int, periodic: bool, sorted_order: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The search kernel (step 2 of the module docstring) on bin-sorted inputs: (neighbors
-    [N, K] int32, images [N, K, 3] int32, counts [N] int32; counts may exceed K)."""
+    [N, K] int32, images [N, K, 3] int32, counts [N] int32; counts may exceed K). Rows and
+    senders are given atom indices, or with ``sorted_order`` sorted ones."""
     table = _empty_table(pos.shape[0], capacity, pos.device)
     if pos.shape[0] > 0:
         _neighbor_kernel[(pos.shape[0],)](
             pos, atom, bin, shift, sys, nbins, reach, base, box, bin_start, cut,
             table.neighbors, table.images, table.counts, capacity,
-            PERIODIC=periodic, BLOCK=_BLOCK, num_warps=1,
+            PERIODIC=periodic, SORTED=sorted_order, BLOCK=_BLOCK, num_warps=1,
         )  # fmt: skip
     return table.neighbors, table.images, table.counts
 
 
 @_neighbor_search_op.register_fake
-def _(pos, atom, bin, shift, sys, nbins, reach, base, box, bin_start, cut, capacity, periodic):
+def _(pos, atom, bin, shift, sys, nbins, reach, base, box, bin_start, cut, capacity, periodic, sorted_order):
     n = pos.shape[0]
     i32 = torch.int32
     return pos.new_empty(n, capacity, dtype=i32), pos.new_empty(n, capacity, 3, dtype=i32), pos.new_empty(n, dtype=i32)
@@ -323,11 +344,14 @@ def _round16(x: float) -> int:
 
 
 def plan_search(
-    pos: Tensor, batch: Tensor, cu: float, cl: float, box: Tensor | None, capacity: int | None = None
+    pos: Tensor, batch: Tensor, cu: float, cl: float, box: Tensor | None, capacity: int | None = None,
+    sort_atoms: bool | None = None,
 ) -> SearchPlan:
     """The grid and table width for ``pos`` [N, 3] (N > 0), ``batch`` [N] int64 and ``box``
     (None, (3, 3) or (>= S, 3, 3)), inputs as :func:`check_search_inputs` returns them (step 1
     and 3 of the module docstring). Reads sizes from the device: done once per topology.
+    ``sort_atoms``: number the tables in the bin-sorted order (default: from
+    :data:`SORT_MIN_ATOMS` atoms on).
 
     Open boundaries: the grid spans the atoms' bounding box plus a cutoff on every side (room
     to move before DRIFT is flagged; atoms outside it are clamped into the edge bins, which
@@ -380,6 +404,8 @@ def plan_search(
         open_box=torch.zeros(n_sys, 3, 4, dtype=kdt, device=device),
         cut=torch.tensor([cu * cu, cl * cl], dtype=kdt, device=device),
         bin_ids=torch.arange(n_bins + 1, dtype=i64, device=device),
+        sort_atoms=pos.shape[0] >= SORT_MIN_ATOMS if sort_atoms is None else bool(sort_atoms),
+        atom_ids=torch.arange(pos.shape[0], dtype=i64, device=device),
     )
 
 
@@ -403,4 +429,4 @@ def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
         "reach_ptr": "*i64", "base_ptr": "*i64", "bin_start_ptr": "*i64", "nbr_ptr": "*i32", "img_ptr": "*i32",
         "count_ptr": "*i32",
     }
-    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, BLOCK=_BLOCK), pointers, num_warps=1)]
+    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, SORTED=False, BLOCK=_BLOCK), pointers, num_warps=1)]

@@ -13,6 +13,9 @@ step (:meth:`fastnnp.models.potential.NeuralPotential.settle`) and, where it say
 The ``batch`` tensor is compared by identity (and, in eager calls, its in-place version
 counter), never by value, which would read it on the host: a new tensor with equal values
 plans again. Under ``torch.compile`` a plan made by an eager call is reused as it stands.
+
+``sort_atoms`` (None: by size, :data:`~.neighbor_search.SORT_MIN_ATOMS`; True or False) is
+passed to the plan: whether its tables number the atoms in the bin-sorted order.
 """
 
 from typing import Optional
@@ -29,7 +32,8 @@ from .neighbor_search import SearchPlan, plan_search, planned_search, wider_capa
 class PlannedTableSearch:
     """``neighbor_table``-like callable with a plan per topology (module docstring)."""
 
-    def __init__(self):
+    def __init__(self, sort_atoms: Optional[bool] = None):
+        self.sort_atoms = sort_atoms
         self.plan: Optional[SearchPlan] = None
         self.status: Optional[Tensor] = None
         self.builds = 0
@@ -55,7 +59,7 @@ class PlannedTableSearch:
         if self.plan is None or key != self._key or changed or narrow:
             pos_c, batch_c, box_c, _, cu, cl = check_search_inputs(pos, batch, cutoff_upper, cutoff_lower, box, None)
             width = max(capacity or 0, self._replan_capacity or 0) or None
-            self.plan = plan_search(pos_c, batch_c, cu, cl, box_c, width)
+            self.plan = plan_search(pos_c, batch_c, cu, cl, box_c, width, self.sort_atoms)
             self._key, self._batch, self._version, self._replan_capacity = key, batch, batch._version, None
             self.builds += 1
         table, self.status, self._need = planned_search(self.plan, pos, box)

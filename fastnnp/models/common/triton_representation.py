@@ -4,10 +4,12 @@ parameters made once per parameter version.
 
 A representation class derives from its reference class and :class:`TritonRepresentation`,
 calls :meth:`~TritonRepresentation.setup_kernels` in ``__init__`` and defines
-``_make_constants()``; its forward starts with :meth:`~TritonRepresentation.kernel_edges`.
+``_make_constants()``; its forward starts with :meth:`~TritonRepresentation.kernel_edges`, runs
+on the atoms in the table's numbering (bin-sorted for large systems) and returns its per-atom
+outputs in the given order (:func:`~fastnnp.neighbors.table.given_order`).
 """
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -16,8 +18,18 @@ from ...kernels.common.interpreter import check_triton_device
 from ...kernels.common.op_args import constant
 from ...kernels.common.search_plan import PlannedTableSearch
 from ...kernels.common.table_vectors import table_vectors
-from ...neighbors.table import NeighborTable
+from ...neighbors.table import NeighborTable, sorted_atoms
 from .activations import kernel_code
+
+
+class KernelEdges(NamedTuple):
+    """The neighbour table, its edge vectors [N, K, 3] and the atoms' numbers z [N] and systems
+    batch [N], all in the table's numbering."""
+
+    table: NeighborTable
+    vec: Tensor
+    z: Tensor
+    batch: Tensor
 
 
 class TritonRepresentation:
@@ -32,9 +44,9 @@ class TritonRepresentation:
         for act in activations:
             kernel_code(act)
 
-    def kernel_edges(self, pos: Tensor, batch: Tensor, box: Optional[Tensor]) -> tuple[NeighborTable, Tensor]:
-        """The neighbour table within the cutoffs and its edge vectors [N, K, 3]
-        (differentiable in ``pos`` and ``box``), after the backend's refusals: float32 only,
+    def kernel_edges(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor]) -> KernelEdges:
+        """The neighbour table within the cutoffs, its edge vectors (differentiable in ``pos``
+        and ``box``) and z, batch in its numbering, after the backend's refusals: float32 only,
         a CUDA device (or the interpreter), frozen parameters."""
         if pos.dtype != torch.float32:
             raise ValueError(f"backend='triton' runs float32 only, got {pos.dtype}; use backend='torch' for float64")
@@ -47,7 +59,8 @@ class TritonRepresentation:
         table = self.table_search(
             constant(pos), batch, self.cutoff_upper, self.cutoff_lower, box=None if box is None else constant(box),
         )
-        return table, table_vectors(table, pos, batch, box)
+        z, pos, batch = sorted_atoms(table, z, pos, batch)
+        return KernelEdges(table, table_vectors(table, pos, batch, box), z, batch)
 
     def kernel_constants(self) -> Any:
         """The kernels' view of the parameters (``_make_constants()``), made once per parameter

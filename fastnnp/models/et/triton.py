@@ -30,6 +30,7 @@ from ...kernels.common.basis import kernel_basis
 from ...kernels.common.cfconv import ConvFilter, cfconv, neighbor_embedding_filter
 from ...kernels.common.radial_table import KernelTable, kernel_table
 from ...kernels.et.attention_messages import Attention, DistanceFilter, attention_messages
+from ...neighbors.table import given_order
 from ..common.activations import kernel_code
 from ..common.triton_representation import TritonRepresentation
 from .reference import EquivariantMultiHeadAttention, EquivariantTransformer
@@ -75,7 +76,7 @@ class TritonEquivariantTransformer(TritonRepresentation, EquivariantTransformer)
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
     ) -> tuple[Tensor, Tensor]:
-        table, edge_vec = self.kernel_edges(pos, batch, box)
+        table, edge_vec, z, batch = self.kernel_edges(z, pos, batch, box)
         constants = self.kernel_constants()
         x = self.embedding(z)
         if self.neighbor_embedding is not None:
@@ -88,7 +89,7 @@ class TritonEquivariantTransformer(TritonRepresentation, EquivariantTransformer)
             dx, dvec = self._layer(layer, attention, x, vec, edge_vec, table.neighbors, table.counts)
             x = x + dx
             vec = vec + dvec
-        return self.out_norm(x), vec
+        return given_order(table, self.out_norm(x), vec)
 
     def _layer(self, layer: EquivariantMultiHeadAttention, attention: Attention, x: Tensor, vec: Tensor,
                edge_vec: Tensor, neighbors: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:

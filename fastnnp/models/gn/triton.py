@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ...kernels.common.cfconv import ConvFilter, cfconv, conv_filter, neighbor_embedding_filter
 from ...kernels.common.radial_table import KernelTable, kernel_table
+from ...neighbors.table import given_order
 from ..common.activations import kernel_code
 from ..common.triton_representation import TritonRepresentation
 from .reference import GraphNetwork
@@ -50,7 +51,7 @@ class TritonGraphNetwork(TritonRepresentation, GraphNetwork):
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None, q: Optional[Tensor] = None
     ) -> tuple[Tensor, None]:
-        table, vec = self.kernel_edges(pos, batch, box)
+        table, vec, z, batch = self.kernel_edges(z, pos, batch, box)
         constants = self.kernel_constants()
         x = self.embedding(z)
         if self.neighbor_embedding is not None:
@@ -61,6 +62,7 @@ class TritonGraphNetwork(TritonRepresentation, GraphNetwork):
             conv = interaction.conv
             messages = cfconv(vec, conv.lin1(x), table.neighbors, table.counts, flt, self.aggr)
             x = x + interaction.lin(interaction.act(conv.lin2(messages)))
+        (x,) = given_order(table, x)
         return x, None
 
     def _make_constants(self) -> KernelConstants:

@@ -40,6 +40,7 @@ from ...kernels.tensornet.interaction_messages import RadialMLP, interaction_mes
 from ...kernels.tensornet.atom_tensors import embedding_components, normalized, readout_invariants
 from ...kernels.tensornet.channel_mix import MixWeights, channel_mix, mix_weights
 from ...kernels.tensornet.interaction_update import message_products, residual_update
+from ...neighbors.table import given_order
 from ..common.activations import kernel_code
 from ..common.triton_representation import TritonRepresentation
 from .component_algebra import COMPONENT_GROUP
@@ -97,7 +98,7 @@ class TritonTensorNet(TritonRepresentation, TensorNet):
                 f"precision={self.precision!r} sets the radial MLP kernels' matmuls, and every filter reads a "
                 "radial table (no matmul): load with radial='exact' to use it, or keep precision='ieee'"
             )
-        table, vec = self.kernel_edges(pos, batch, box)
+        table, vec, z, batch = self.kernel_edges(z, pos, batch, box)
         charge_factor = pos.new_ones(pos.shape[0]) if q is None else 1 + 0.1 * q.to(pos.dtype)[batch]
         constants = self.kernel_constants()
         X = self._embed(z, vec, table.neighbors, table.counts, constants)
@@ -107,7 +108,8 @@ class TritonTensorNet(TritonRepresentation, TensorNet):
             messages = interaction_messages(vec, features, table.neighbors, table.counts, layer.filter, self.precision)
             products = message_products(messages, features, layer.self_loop, charge_factor, self.equivariance_invariance_group)
             X = residual_update(X, channel_mix(products, layer.mix_out), charge_factor)
-        return self.readout_head(readout_invariants(X)), None
+        (x,) = given_order(table, self.readout_head(readout_invariants(X)))
+        return x, None
 
     def _make_constants(self) -> "KernelConstants":
         expansion, embedding = self.distance_expansion, self.tensor_embedding

@@ -38,6 +38,7 @@ from ...kernels.tensornet.embedding_messages import DistanceProjection
 from ...kernels.tensornet.interaction_messages import RadialMLP
 from ...kernels.tensornet.interaction_update import message_products, residual_update
 from ...kernels.tensornet2.charged_messages import charged_messages
+from ...neighbors.table import given_order
 from ..common.activations import kernel_code
 from ..common.triton_representation import TritonRepresentation
 from ..tensornet.component_algebra import COMPONENT_GROUP
@@ -87,7 +88,7 @@ class TritonTensorNet2(TritonRepresentation, TensorNet2):
     def features_and_charges(self, z, pos, batch, box, q) -> tuple[Tensor, Tensor]:
         """Readout features [N, F] and the predictions' charges [N, (num_layers + 1) q_dim];
         sets :attr:`extra_energy`."""
-        table, vec = self.kernel_edges(pos, batch, box)
+        table, vec, z, batch = self.kernel_edges(z, pos, batch, box)
         n_atoms = z.shape[0]
         # Charge sums in n_atoms rows (a bound on the systems: no host read of batch.max()).
         total = pos.new_zeros(n_atoms) if q is None else q.to(pos.dtype)[batch]
@@ -109,11 +110,13 @@ class TritonTensorNet2(TritonRepresentation, TensorNet2):
             invariants = readout_invariants(X)
             predictions.append(self._predict(predict, X, invariants, batch, total, n_atoms))
         x = self.readout_head(invariants)
-        if self.repulsion is not None:
-            self.extra_energy = table_repulsion(self.repulsion, z, table.neighbors, table.counts, vec)
-        else:
+        charges = torch.cat(predictions, 1)
+        if self.repulsion is None:
             self.extra_energy = None
-        return x, torch.cat(predictions, 1)
+            return given_order(table, x, charges)
+        repulsion = table_repulsion(self.repulsion, z, table.neighbors, table.counts, vec)
+        x, charges, self.extra_energy = given_order(table, x, charges, repulsion)
+        return x, charges
 
     def _predict(self, predict: ChargePredict, X: Tensor, invariants: Tensor, batch: Tensor, total: Tensor,
                  n_rows: int) -> Tensor:
