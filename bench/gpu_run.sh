@@ -10,8 +10,10 @@
 # The device calls, back to back (bash bench/gpu_prepare.sh fills .whl/ here first), at most two
 # runs of <= 10 min (BUDGET_S), each also timing:
 #   1. carry [".whl/carry1"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_fastnnp.json bash bench/gpu_run.sh \
-#        --backends fastnnp-triton fastnnp-triton-graph fastnnp-triton-exact fastnnp-torch-exact \
+#        --backends fastnnp-triton fastnnp-triton-graph fastnnp-triton-exact fastnnp-triton-exact-graph \
+#        fastnnp-triton-exact-tf32 fastnnp-triton-exact-tf32-graph fastnnp-torch-exact \
 #        --systems droplet-100 water-1000 water-10000 water-100000
+#      (the -tf32 rows: the radial-MLP kernels' tl.dot in TF32, checked at their own rtol 1e-2)
 #      (TorchMD-Net cannot be installed yet: half of the warp wheel is here; ase, psutil, tqdm are)
 #   2. carry [".whl/carry2"]:  FASTNNP_COMMIT=<sha> RESULT=gpu_vs_tmd.json bash bench/gpu_run.sh \
 #        --systems droplet-100 water-1000 water-10000 water-100000
@@ -19,6 +21,8 @@
 #      every default row, TorchMD-Net's default and static-shape graph modes included)
 # then here (matplotlib draws the plot): python3 -m fastnnp.bench --merge <files_at>/gpu_fastnnp.json \
 #                <files_at>/gpu_vs_tmd.json --output bench/results --name gpu_h200
+# and the achieved FLOP/s and bytes/s of its fastnnp-triton* rows against the H200's ceilings
+# (bench/results/gpu_h200_achieved.{md,json}): python3 bench/work_model.py --achieved bench/results/gpu_h200.json
 # Every row is checked against the reference row before it is timed (the bench's "check" column).
 #
 # Dry run here, without a GPU (the same script end to end: no wheels installed, the Triton rows

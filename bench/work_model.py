@@ -57,8 +57,23 @@ The gathered bytes of the other atoms' rows (z_send, features, gradients) and th
 are those of the MLP kernels: the table kernels read and write the same arrays. "fixed" is one
 table per launch (``table_pieces`` pieces x 4 x 3F floats), read once, as if from DRAM.
 
+Achieved rates of a bench run (``--achieved RESULT.json``, a ``python -m fastnnp.bench`` report,
+merged or not): for every fastnnp-triton* row with a time, the work of one call at its shape
+(F, layers and rbf of the run's model, the system's measured neighbours per atom; the cutoff
+enters through that count) over its median ms/step: FLOP/s, DRAM bytes/s (per-atom bytes x
+atoms + the fixed bytes of its launches) and their fractions of the H200 ceilings. Bandwidth:
+bytes/s / 4.3 TB/s. Compute: the time its FLOPs need at the ceilings over the measured time,
+matmul FLOPs at the row's rate (tf32 for the tl.dot of a TF32 row's radial-MLP kernels; torch's
+GEMMs stay float32 in every row, the bench turns torch's TF32 off) and the other FLOPs at the
+fp32 rate: in an ieee row FLOP/s / 67 TFLOP/s. Floor: the call's floor at those rates (the sum of
+its steps' floors) over the measured time. The row's radial variant follows its load_model
+arguments (``radial="exact"``: the MLP kernels; else the tables, assumed of ``Shape.table_pieces``
+pieces, every filter tabulated). Only TensorNet with SiLU and expnorm rbf is counted; other
+models' rows say "no work model".
+
     python bench/work_model.py                        # writes bench/results/work_model.{md,json}
     python bench/work_model.py --out /tmp/work_model  # writes /tmp/work_model.{md,json}
+    python bench/work_model.py --achieved R.json      # writes R_achieved.{md,json} beside R.json
 """
 
 import argparse
@@ -67,6 +82,7 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+from fastnnp.bench.backends import FASTNNP, TF32, TRITON
 from fastnnp.bench.environment import commit, source_digest
 from fastnnp.kernels.common.edge_math import GPU_TILE
 from fastnnp.kernels.tensornet.table_tiles import TABLE_GPU_TILE
@@ -471,16 +487,138 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
     print(f"wrote {out}.json and {out}.md")
 
 
+def unmodelled(hparams: dict) -> str | None:
+    """Why the run's model has no work model here, or None (TensorNet, SiLU, expnorm rbf)."""
+    for key, counted in (("model", "tensornet"), ("activation", "silu"), ("rbf_type", "expnorm")):
+        if hparams.get(key) != counted:
+            return f"no work model: {key} {hparams.get(key)} (counted: {counted})"
+    return None
+
+
+def row_shape(hparams: dict, neighbors_per_atom: float) -> Shape:
+    """The Shape of a bench row: the model's width, depth and rbf, the system's measured
+    directed neighbours per atom."""
+    return Shape(channels=hparams["embedding_dimension"], layers=hparams["num_layers"], num_rbf=hparams["num_rbf"],
+                 edges=neighbors_per_atom)
+
+
+def row_rates(steps: list[Step], atoms: int, seconds: float, tf32: bool) -> dict:
+    """Work of one call of ``atoms`` atoms and its rates when it takes ``seconds``: FLOPs (all,
+    and matmul), DRAM bytes, FLOP/s, bytes/s, their fractions of the ceilings and the call's
+    floor (s; module docstring). ``tf32``: the kernels' matmuls at the tf32 rate (torch GEMMs at
+    fp32)."""
+    def matmul_rate(st: Step) -> float:
+        return TF32_RATE if tf32 and st.runs == "kernel" else FP32_RATE
+
+    matmul = sum(st.count * st.matmul for st in steps) * atoms
+    flops = matmul + sum(st.count * st.other for st in steps) * atoms
+    bytes_ = sum(st.count * (st.bytes * atoms + st.fixed) for st in steps)
+    compute_s = sum(st.count * (st.matmul / matmul_rate(st) + st.other / FP32_RATE) for st in steps) * atoms
+    floor_s = sum(st.seconds(atoms, matmul_rate(st)) for st in steps)
+    return {"flops": flops, "matmul_flops": matmul, "bytes": bytes_, "flop_per_s": flops / seconds,
+            "bytes_per_s": bytes_ / seconds, "bandwidth_fraction": bytes_ / seconds / BANDWIDTH, "compute_fraction": compute_s / seconds,
+            "floor_s": floor_s, "floor_fraction": floor_s / seconds}
+
+
+def achieved(bench: dict) -> list[dict]:
+    """One entry per fastnnp-triton* row of a bench report: the row's identity, its shape and
+    :func:`row_rates`, or a ``note`` saying why there are none."""
+    hparams = bench["config"]["hparams"]
+    why_not = unmodelled(hparams)
+    out = []
+    for row in bench["results"]:
+        if row["backend"] not in TRITON:
+            continue
+        info = bench["systems"].get(row["system"], {})
+        tf32 = row["backend"] in TF32
+        entry = {"system": row["system"], "backend": row["backend"], "n_atoms": row["n_atoms"],
+                 "neighbors_per_atom": info.get("neighbors_per_atom"), "cutoff": hparams["cutoff_upper"],
+                 "radial": "mlp" if FASTNNP[row["backend"]].get("radial") == "exact" else "table",
+                 "precision": "tf32" if tf32 else "ieee", "median_ms": row.get("median_ms")}
+        if why_not:
+            entry["note"] = why_not
+        elif "median_ms" not in row:
+            entry["note"] = f"not timed: {row['status']}"
+        elif entry["neighbors_per_atom"] is None:
+            entry["note"] = "no neighbour count for the system"
+        else:
+            shape = row_shape(hparams, entry["neighbors_per_atom"])
+            entry["shape"] = shape._asdict()
+            steps = call_steps(shape, table=entry["radial"] == "table")
+            entry.update(row_rates(steps, row["n_atoms"], row["median_ms"] / 1e3, tf32))
+        out.append(entry)
+    return out
+
+
+def _achieved_markdown(report: dict) -> str:
+    run = report["run"]
+    lines = [
+        f"# Achieved rates: {run['model_description']}",
+        "",
+        f"- run: `{report['source']}`; device {run['device']}; run commit {run['commit'][:12]}",
+        f"- work model: `python bench/work_model.py --achieved` at commit `{report['commit']}` (source digest "
+        f"`{report['source_digest']}`); conventions in `bench/work_model.py`'s docstring",
+        f"- ceilings (H200): {BANDWIDTH / 1e12:g} TB/s, {FP32_RATE / 1e12:g} TFLOP/s fp32, {TF32_RATE / 1e12:g} "
+        "TFLOP/s tf32 (the TF32 rows' kernel matmuls only)",
+    ]
+    if "H200" not in run["device"]:
+        lines.append(f"- **this run was not on an H200 ({run['device']}): its fractions of the H200's ceilings "
+                     "measure nothing**")
+    head = ["system", "atoms", "nbrs/atom", "backend", "radial", "precision", "ms/step", "GFLOP/call", "MB/call",
+            "TFLOP/s", "TB/s", "% bandwidth", "% compute", "floor ms", "% floor"]
+    lines += ["", "| " + " | ".join(head) + " |", "|---|---:|---:|---|---|---|" + "---:|" * 9]
+    for e in report["rows"]:
+        ident = [e["system"], f"{e['n_atoms']:,}", _cell(e["neighbors_per_atom"], "{:.1f}"), e["backend"], e["radial"],
+                 e["precision"], _cell(e["median_ms"], "{:.4g}")]
+        if "note" in e:
+            lines.append("| " + " | ".join(ident + [e["note"]] + ["-"] * 7) + " |")
+            continue
+        lines.append("| " + " | ".join(ident + [
+            f"{e['flops'] / 1e9:.4g}", f"{e['bytes'] / 1e6:.4g}", f"{e['flop_per_s'] / 1e12:.3g}",
+            f"{e['bytes_per_s'] / 1e12:.3g}", f"{100 * e['bandwidth_fraction']:.3g}", f"{100 * e['compute_fraction']:.3g}",
+            f"{e['floor_s'] * 1e3:.4g}", f"{100 * e['floor_fraction']:.3g}"]) + " |")
+    lines += ["", "GFLOP/call, MB/call: the work model's FLOPs (matmul and other) and minimum DRAM bytes of one energy + "
+              "forces call at the row's shape. % bandwidth: (MB/call / ms/step) / the bandwidth; % compute: the FLOPs' "
+              "time at the ceilings / ms/step; floor ms: the call's floor (per step the larger of the two, summed); "
+              "% floor: floor / ms/step (100 % = at the ceiling)."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def achieved_report(path: Path) -> dict:
+    """The achieved rates of the bench report at ``path`` (see :func:`achieved`)."""
+    bench = json.loads(path.read_text())
+    env, config = bench["environment"], bench["config"]
+    return {
+        "source": str(path), "commit": commit(), "source_digest": source_digest(),
+        "run": {"device": env["device"], "commit": env["commit"], "model": config["model"],
+                "model_description": config["model_description"]},
+        "hardware": {"bandwidth": BANDWIDTH, "fp32_rate": FP32_RATE, "tf32_rate": TF32_RATE},
+        "rows": achieved(bench),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=OUT, help="output path without suffix (default %(default)s)")
+    parser.add_argument("--out", type=Path, help=f"output path without suffix (default {OUT})")
+    parser.add_argument("--achieved", type=Path, metavar="RESULT.json",
+                        help="a bench report: write RESULT_achieved.{md,json} beside it instead")
     args = parser.parse_args(argv)
+    if args.achieved:
+        if args.out:
+            parser.error("--out: --achieved writes beside its RESULT.json")
+        report = achieved_report(args.achieved)
+        write_report(args.achieved.with_name(args.achieved.stem + "_achieved"), report, _achieved_markdown(report))
+        return
     report = {
         "commit": commit(), "source_digest": source_digest(),
         "hardware": {"bandwidth": BANDWIDTH, "fp32_rate": FP32_RATE, "tf32_rate": TF32_RATE},
         "models": [model(Shape(channels=F)) for F in (128, 64)],
     }
-    write_report(args.out, report, _markdown(report))
+    write_report(args.out or OUT, report, _markdown(report))
 
 
 if __name__ == "__main__":

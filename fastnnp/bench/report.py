@@ -49,7 +49,7 @@ def table(report: dict) -> str:
     lines = [
         f"# fastnnp bench: {config['model_description']}",
         "",
-        f"- model: {model}; energy + forces per call, {config['dtype']} (TF32 off)",
+        f"- model: {model}; energy + forces per call, {config['dtype']} ({_tf32(config)})",
         f"- device: {env['device']}; CPU {env['cpu']}, {env['cpu_cores']} cores, {env['torch_threads']} torch threads, "
         f"{env['memory_gib']} GiB{_threads(config)}; other processes took {100 * env.get('other_processes_cpu_share', 0):.0f} % "
         "of the CPU during the run",
@@ -69,6 +69,16 @@ def table(report: dict) -> str:
         lines.append("| " + " | ".join(_cells(row, info)) + " |")
     lines += ["", *_not_measured(report), *_largest(report), "", *NOTES]
     return "\n".join(lines)
+
+
+def _tf32(config: dict) -> str:
+    """TF32 off, or which rows' radial-MLP kernels use it and the tolerance they are checked at."""
+    rows = config.get("tf32_rows")
+    if not rows:
+        return "TF32 off"
+    rtol = config["agreement_rtol_by_backend"]
+    checked = ", ".join(f"{row} checked at rtol {rtol[row]:g}" for row in rows)
+    return f"TF32 off except the radial-MLP kernels of {checked}"
 
 
 def _threads(config: dict) -> str:

@@ -196,13 +196,18 @@ def _brief(row: dict) -> str:
 
 
 def config(args: argparse.Namespace, hparams: dict) -> dict:
-    """The run's settings, as the JSON records them."""
+    """The run's settings, as the JSON records them: ``tf32`` is torch's own TF32 switch (off in
+    every row), ``tf32_rows`` the rows whose radial-MLP kernels run TF32 anyway, checked at
+    ``agreement_rtol_by_backend``'s tolerance instead of ``agreement_rtol``."""
     return {
         "model": args.model, "model_description": describe(hparams), "hparams": hparams, "seed": args.seed,
-        "device": args.device, "dtype": args.dtype, "tf32": False, "systems": args.systems, "backends": args.backends,
+        "device": args.device, "dtype": args.dtype, "tf32": False, "tf32_rows": [b for b in args.backends if b in backends.TF32],
+        "systems": args.systems, "backends": args.backends,
         "warmup": args.warmup, "repeats": args.repeats, "target_s": args.target_s, "timeout_s": args.timeout_s,
         "budget_s": args.budget_s, "threads": args.threads, "memory_limit_gib": args.memory_limit_gib if args.device == "cpu" else None,
-        "agreement_rtol": metrics.RTOL[args.dtype], "quick": args.quick,
+        "agreement_rtol": metrics.RTOL[args.dtype],
+        "agreement_rtol_by_backend": {b: metrics.BACKEND_RTOL[b] for b in args.backends if b in metrics.BACKEND_RTOL},
+        "quick": args.quick,
         "timing": "perf_counter around each energy+forces call, device synchronised before and after",
     }
 
@@ -227,7 +232,8 @@ def unmeasured(report: dict) -> dict[str, list[dict]]:
 
 def merge(paths: list[str]) -> dict:
     """Join the JSON reports of split runs: a later file's row replaces an earlier one for the
-    same (system, backend); environment and config come from the first file."""
+    same (system, backend); environment and config come from the first file, but for the TF32
+    rows and their tolerances (``tf32_rows``, ``agreement_rtol_by_backend``) of every file."""
     reports = []
     for path in paths:
         with open(path) as f:
@@ -237,8 +243,12 @@ def merge(paths: list[str]) -> dict:
             raise ValueError(f"{path} is not a fastnnp bench report (JSON {SCHEMA}): it lacks {', '.join(missing)}")
         reports.append(report)
     merged = dict(reports[0], systems={}, results=[], merged_from=paths)
+    merged["config"] = dict(merged["config"], tf32_rows=[], agreement_rtol_by_backend={})
     rows: dict[tuple[str, str], dict] = {}
     for report in reports:
+        config = merged["config"]
+        config["tf32_rows"] += [b for b in report["config"].get("tf32_rows", []) if b not in config["tf32_rows"]]
+        config["agreement_rtol_by_backend"].update(report["config"].get("agreement_rtol_by_backend", {}))
         merged["systems"].update(report["systems"])
         merged["unavailable"] = {**report.get("unavailable", {}), **merged["unavailable"]}
         rows.update({(row["system"], row["backend"]): row for row in report["results"]})

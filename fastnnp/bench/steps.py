@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from .backends import FASTNNP
+from .backends import FASTNNP, GRAPHED, TF32
 from .torchmdnet_pure import PureTorch
 
 Step = Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -49,7 +49,9 @@ def prepare(backend: str, checkpoint: str, inputs: Inputs, dtype: torch.dtype, s
         from ..loading import load_model
 
         model = load_model(checkpoint, device=inputs.pos.device, dtype=dtype, **FASTNNP[backend])
-        if backend == "fastnnp-triton-graph":
+        if backend in TF32:
+            set_tf32(model)
+        if backend in GRAPHED:
             return fastnnp_graph_step(model, inputs)
         if backend == "fastnnp-triton-compile":
             return eager_step(torch.compile(model, dynamic=False), inputs)
@@ -61,6 +63,16 @@ def prepare(backend: str, checkpoint: str, inputs: Inputs, dtype: torch.dtype, s
         return graph_step(model, inputs, warmup=TORCHMDNET_GRAPH_WARMUP)
     model = torchmdnet_model(checkpoint, inputs, dtype, max_num_neighbors=dynamic_neighbors)
     return eager_step(PureTorch(model) if backend == "torchmdnet-pure" else model, inputs)
+
+
+def set_tf32(model: torch.nn.Module) -> None:
+    """Run the Triton representation's radial-MLP ``tl.dot`` in TF32 (its ``precision``;
+    :func:`fastnnp.load_model` has no such argument). A model without the setting is refused."""
+    representation = model.representation_model
+    if not hasattr(representation, "precision"):
+        raise ValueError(f"{type(representation).__name__} has no TF32 setting (precision): only TensorNet's and "
+                         "TensorNet2's Triton kernels have one")
+    representation.precision = "tf32"
 
 
 def eager_step(model: torch.nn.Module, inputs: Inputs) -> Step:

@@ -78,7 +78,7 @@ def measure(spec: dict) -> dict:
         np.savez(spec["save_reference"], energy=energy, forces=forces)
     if spec["reference"]:
         saved = np.load(spec["reference"]["path"])
-        check = agreement(energy, forces, saved["energy"], saved["forces"], spec["dtype"])
+        check = agreement(energy, forces, saved["energy"], saved["forces"], spec["dtype"], spec["backend"])
         result["agreement"] = dict(check, reference=spec["reference"]["backend"])
         if not check["passed"]:
             return dict(result, status="disagrees")

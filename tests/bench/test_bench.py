@@ -80,10 +80,81 @@ def test_speedups_against_default_and_fastest_torchmdnet_mode():
 
 def test_agreement_tolerances():
     energy, forces = np.array([-100.0, -50.0]), np.ones((4, 3))  # tolerances 1e-2 and 5e-3 (fp32)
-    assert metrics.agreement(energy + 4e-3, forces + 5e-5, energy, forces, "float32")["passed"]
-    assert not metrics.agreement(energy + [0, 6e-3], forces, energy, forces, "float32")["passed"]
-    assert not metrics.agreement(energy, forces + 2e-4, energy, forces, "float32")["passed"]
-    assert not metrics.agreement(energy + 4e-3, forces, energy, forces, "float64")["passed"]
+    assert metrics.agreement(energy + 4e-3, forces + 5e-5, energy, forces, "float32", "fastnnp-torch")["passed"]
+    assert not metrics.agreement(energy + [0, 6e-3], forces, energy, forces, "float32", "fastnnp-torch")["passed"]
+    assert not metrics.agreement(energy, forces + 2e-4, energy, forces, "float32", "fastnnp-triton")["passed"]
+    assert not metrics.agreement(energy + 4e-3, forces, energy, forces, "float64", "fastnnp-torch")["passed"]
+    # The TF32 rows: 1e-2 relative (energy tolerances 1 and 0.5, forces 1e-2); float32 rows stay at 1e-4.
+    tf32 = "fastnnp-triton-exact-tf32"
+    check = metrics.agreement(energy + [0.9, 0.4], forces + 9e-3, energy, forces, "float32", tf32)
+    assert check["passed"] and check["rtol"] == 1e-2
+    assert not metrics.agreement(energy + [0, 0.6], forces, energy, forces, "float32", tf32)["passed"]
+    assert not metrics.agreement(energy, forces + 2e-2, energy, forces, "float32", "fastnnp-triton-exact-tf32-graph")["passed"]
+    assert not metrics.agreement(energy, forces + 9e-3, energy, forces, "float32", "fastnnp-triton-exact")["passed"]
+
+
+def test_tolerance_lookup_by_backend_and_dtype():
+    assert metrics.tolerance("fastnnp-triton-exact-tf32", "float32") == 1e-2
+    assert metrics.tolerance("fastnnp-triton-exact-tf32-graph", "float32") == 1e-2
+    assert metrics.tolerance("fastnnp-triton-exact-graph", "float32") == metrics.RTOL["float32"] == 1e-4
+    assert metrics.tolerance("torchmdnet", "float64") == metrics.RTOL["float64"] == 1e-6
+    assert set(metrics.BACKEND_RTOL) == set(backends.TF32)
+    with pytest.raises(ValueError, match="float32 only"):
+        metrics.tolerance("fastnnp-triton-exact-tf32", "float64")
+
+
+def test_backend_registry_is_consistent():
+    """Every named row is a backend; fastnnp's rows have load_model arguments; the new rows are
+    opt-in and CUDA-only (graphs, TF32) and the TF32 rows run the exact (radial-MLP) kernels."""
+    named = (set(backends.OPT_IN) | set(backends.CUDA_ONLY) | set(backends.TRITON) | set(backends.FASTNNP)
+             | set(backends.GRAPHED) | set(backends.TF32) | set(backends.TORCHMDNET) | set(backends.REFERENCES))
+    assert named <= set(backends.BACKENDS) and len(set(backends.BACKENDS)) == len(backends.BACKENDS)
+    assert set(backends.FASTNNP) == {b for b in backends.BACKENDS if b.startswith("fastnnp-")}
+    assert set(backends.TRITON) == {b for b in backends.BACKENDS if b.startswith("fastnnp-triton")}
+    assert set(backends.TORCHMDNET) == {b for b in backends.BACKENDS if b.startswith("torchmdnet")}
+    assert set(backends.GRAPHED) == {b for b in backends.TRITON if b.endswith("-graph")} <= set(backends.CUDA_ONLY)
+    assert set(backends.TF32) == {"fastnnp-triton-exact-tf32", "fastnnp-triton-exact-tf32-graph"}
+    assert set(backends.TF32) <= set(backends.CUDA_ONLY) & set(backends.OPT_IN)
+    assert all(backends.FASTNNP[b] == dict(backend="triton", radial="exact") for b in backends.TF32)
+    assert backends.FASTNNP["fastnnp-triton-exact-graph"] == backends.FASTNNP["fastnnp-triton-exact"]
+    for backend in backends.BACKENDS:
+        assert f"  {backend} " in backends.__doc__, backend  # documented in the table
+    assert not set(backends.TF32) & set(backends.default_backends("cuda"))
+    assert not set(backends.CUDA_ONLY) & set(backends.default_backends("cpu"))
+
+
+def test_tf32_rows_are_cuda_only_and_tensornet_only():
+    tensornet = {"model": "tensornet"}
+    for backend in (*backends.TF32, "fastnnp-triton-exact-graph"):
+        assert backends.unavailable(backend, "cpu", "float32", tensornet, interpreting=True) == "needs CUDA"
+    for model in ("tensornet", "tensornet2"):
+        assert backends.unavailable("fastnnp-triton-exact-tf32", "cuda", "float32", {"model": model}, False) is None
+    why = backends.unavailable("fastnnp-triton-exact-tf32-graph", "cuda", "float32",
+                               {"model": "graph-network", "activation": "silu"}, False)
+    assert why == "TF32 applies to the radial-MLP kernels of tensornet and tensornet2 only, not graph-network"
+    assert "float32" in backends.unavailable("fastnnp-triton-exact-tf32", "cuda", "float64", tensornet, False)
+
+
+def test_set_tf32_sets_the_triton_precision_and_refuses_models_without_one(tmp_path):
+    from fastnnp.bench.models import write_preset_checkpoint
+    from fastnnp.bench.steps import set_tf32
+    from fastnnp.loading import load_model
+
+    checkpoint = write_preset_checkpoint("tensornet-64", str(tmp_path / "t.ckpt"), seed=0)
+    triton = load_model(checkpoint, **backends.FASTNNP["fastnnp-triton-exact-tf32"])
+    assert triton.representation_model.precision == "ieee"
+    set_tf32(triton)
+    assert triton.representation_model.precision == "tf32"
+    with pytest.raises(ValueError, match="no TF32 setting"):
+        set_tf32(load_model(checkpoint, backend="torch"))
+
+
+def test_the_table_names_the_tf32_rows_and_their_tolerance():
+    from fastnnp.bench.report import _tf32
+
+    assert _tf32({"tf32_rows": []}) == "TF32 off"
+    config = {"tf32_rows": ["fastnnp-triton-exact-tf32"], "agreement_rtol_by_backend": {"fastnnp-triton-exact-tf32": 0.01}}
+    assert _tf32(config) == "TF32 off except the radial-MLP kernels of fastnnp-triton-exact-tf32 checked at rtol 0.01"
 
 
 def test_system_names_carry_the_real_atom_count():
@@ -143,3 +214,14 @@ def test_merge_keeps_the_later_row(tmp_path):
         paths[-1].write_text(json.dumps(report(ms, system)))
     merged = merge([str(p) for p in paths])
     assert [(r["system"], r["median_ms"]) for r in merged["results"]] == [("water-999", 2.0), ("cu-256", 3.0)]
+
+
+def test_merge_joins_the_tf32_rows_of_every_file(tmp_path):
+    def report(config: dict) -> dict:
+        return {"environment": {}, "config": config, "unavailable": {}, "systems": {}, "results": []}
+
+    tf32 = {"tf32_rows": ["fastnnp-triton-exact-tf32"], "agreement_rtol_by_backend": {"fastnnp-triton-exact-tf32": 0.01}}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    paths[0].write_text(json.dumps(report({"dtype": "float32"})))  # no TF32 rows (or an older file)
+    paths[1].write_text(json.dumps(report(dict(tf32, dtype="float32"))))
+    assert merge([str(p) for p in paths])["config"] == dict(tf32, dtype="float32")

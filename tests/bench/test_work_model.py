@@ -54,3 +54,67 @@ def test_work_model_report(tmp_path):
     assert table[("interaction_messages (table)", "backward")]["gathered"] == E * (80 * F + 48 * F)
     # The table kernels' tiles have 4 slots: 1.5 padding slots per receiver on average.
     assert f128["shape"]["table_tiles_per_atom"] == (E + 1.5) / 4
+
+
+def _achieved(tmp_path, model: str = "tensornet-64") -> dict:
+    """``--achieved`` on a synthetic bench report: one water box of 1000 atoms with 10
+    neighbours per atom, the model of preset ``model``, a few rows."""
+    from fastnnp.bench.models import PRESETS, describe
+
+    hparams = dict(PRESETS[model])
+    rows = [
+        {"backend": "fastnnp-torch", "status": "ok", "median_ms": 9.0},
+        {"backend": "fastnnp-triton", "status": "ok", "median_ms": 0.5},
+        {"backend": "fastnnp-triton-exact", "status": "ok", "median_ms": 2.0},
+        {"backend": "fastnnp-triton-exact-tf32", "status": "ok", "median_ms": 2.0},
+        {"backend": "fastnnp-triton-graph", "status": "oom"},
+    ]
+    bench = {
+        "environment": {"device": "NVIDIA H200", "commit": "0" * 40},
+        "config": {"model": model, "model_description": describe(hparams), "hparams": hparams},
+        "systems": {"water-1000": {"n_atoms": 1000, "neighbors_per_atom": 10.0}},
+        "results": [dict(row, system="water-1000", n_atoms=1000) for row in rows],
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(bench))
+    result = subprocess.run([sys.executable, str(SCRIPT), "--achieved", str(path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "run_achieved.md").read_text().startswith("# Achieved rates")
+    return json.loads((tmp_path / "run_achieved.json").read_text())
+
+
+def test_achieved_rates_of_a_bench_report(tmp_path):
+    report = _achieved(tmp_path)
+    rows = {row["backend"]: row for row in report["rows"]}
+    assert list(rows) == ["fastnnp-triton", "fastnnp-triton-exact", "fastnnp-triton-exact-tf32", "fastnnp-triton-graph"]
+    assert rows["fastnnp-triton-graph"]["note"] == "not timed: oom"
+    exact, tf32, table = rows["fastnnp-triton-exact"], rows["fastnnp-triton-exact-tf32"], rows["fastnnp-triton"]
+    assert (exact["radial"], exact["precision"], tf32["radial"], tf32["precision"]) == ("mlp", "ieee", "mlp", "tf32")
+    assert table["radial"] == "table"
+    assert exact["shape"] == {"channels": 64, "layers": 2, "num_rbf": 32, "edges": 10.0, "table_pieces": 2048}
+    hw = report["hardware"]
+    for row in (exact, tf32, table):
+        seconds = row["median_ms"] / 1e3
+        assert row["flop_per_s"] == row["flops"] / seconds and row["bytes_per_s"] == row["bytes"] / seconds
+        assert row["bandwidth_fraction"] == row["bytes_per_s"] / hw["bandwidth"]
+        assert row["floor_fraction"] == row["floor_s"] / seconds
+    # ieee: every FLOP at the fp32 rate.
+    assert abs(exact["compute_fraction"] - exact["flop_per_s"] / hw["fp32_rate"]) < 1e-12
+    # TF32 moves only the radial-MLP kernels' matmuls to the tf32 rate. By hand, per atom (F=64,
+    # R=32, 2 layers, 10 edges): embedding 10 (6 + 12) R F = 368 640, interactions
+    # 2 x 10 (2RF + 16F^2 + 4RF + 36F^2) = 4 505 600: 4 874 240 FLOPs x 1000 atoms.
+    assert tf32["flops"] == exact["flops"] and tf32["bytes"] == exact["bytes"]
+    saved_s = (exact["compute_fraction"] - tf32["compute_fraction"]) * 2e-3
+    kernel_matmul = saved_s / (1 / hw["fp32_rate"] - 1 / hw["tf32_rate"])
+    assert abs(kernel_matmul - 4_874_240 * 1000) < 1e-6 * kernel_matmul
+    # The table variant has no kernel matmul: its matmul FLOPs are the torch GEMMs', by hand per
+    # atom forward 2 (2F^2 + 2F^2 + 6F^2 + 3F^2 + F^2/2 + F/2) = 110 656, backward 94 272.
+    assert table["matmul_flops"] == (110_656 + 94_272) * 1000
+    assert exact["matmul_flops"] == (4_874_240 + 110_656 + 94_272) * 1000
+
+
+def test_achieved_says_no_work_model_for_other_models(tmp_path):
+    report = _achieved(tmp_path, model="gn-128")
+    assert {row["note"] for row in report["rows"]} == {"no work model: model graph-network (counted: tensornet)"}
+    assert "no work model" in (tmp_path / "run_achieved.md").read_text()
