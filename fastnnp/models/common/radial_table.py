@@ -100,16 +100,18 @@ class RadialTable(nn.Module):
             u = t - k.to(t.dtype)
             rows = (4 * k)[:, None] + torch.arange(4, device=d.device)
             weights = self.coefficients.to(d.dtype).view(-1, self.channels)
-            ones = torch.ones_like(u)
-            value = nn.functional.embedding_bag(rows, weights, per_sample_weights=torch.stack([ones, u, u * u, u * u * u], 1), mode="sum")
-            derivative = None
-            if slope:
-                powers = torch.stack([torch.zeros_like(u), ones, 2 * u, 3 * u * u], 1) * self.position_slope(d)[:, None]
-                derivative = nn.functional.embedding_bag(rows, weights, per_sample_weights=powers, mode="sum")
+            # u^0 .. u^2, times 0 outside the table (zero_outside): exact zeros without a pass over [P, C]
+            powers = torch.stack([torch.ones_like(u), u, u * u], 1)
             if self.zero_outside:
-                inside = self._inside(d)[:, None]
-                value = value * inside
-                derivative = None if derivative is None else derivative * inside
+                powers = powers * self._inside(d)[:, None]
+            value = nn.functional.embedding_bag(
+                rows, weights, per_sample_weights=torch.cat([powers, powers[:, 2:] * u[:, None]], 1), mode="sum"
+            )
+            derivative = None
+            if slope:  # d u^j / dd = j u^(j-1) dt/dd
+                orders = torch.arange(1, 4, dtype=u.dtype, device=d.device)
+                slopes = torch.cat([torch.zeros_like(powers[:, :1]), powers * orders * self.position_slope(d)[:, None]], 1)
+                derivative = nn.functional.embedding_bag(rows, weights, per_sample_weights=slopes, mode="sum")
         return value, derivative
 
     def _inside(self, d: Tensor) -> Tensor:
@@ -138,7 +140,7 @@ class _TableLookup(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         (slope,) = ctx.saved_tensors
-        return (grad * slope).sum(dim=1), None
+        return torch.einsum("pc,pc->p", grad, slope), None
 
 
 def value_and_derivative(fn: Callable[[Tensor], Tensor], d: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,8 +28,8 @@ def map_atoms(
     if n_atoms <= chunk:
         return fn(*per_atom)
     parts = []
-    for start in range(0, n_atoms, chunk):
-        sliced = [t[start : start + chunk] for t in per_atom]
+    # one split per tensor: its backward joins the slices' gradients once
+    for sliced in zip(*(t.split(chunk) for t in per_atom)):
         parts.append(checkpoint(fn, *sliced, use_reentrant=False) if recompute else fn(*sliced))
     return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
 

@@ -60,9 +60,10 @@ def sum_pair_messages(
     n_out = len(initial)
 
     def add_messages(outputs, first, second, *args):
-        for start in range(0, first.shape[0], chunk_size):
-            i, j = first[start : start + chunk_size], second[start : start + chunk_size]
-            sliced = [t[start : start + chunk_size] for t in args[: len(pair_args)]]
+        # one split per pair tensor: its backward joins the chunks' gradients once (a slice
+        # per chunk would fill a zero gradient of the whole tensor per chunk)
+        chunks = zip(first.split(chunk_size), second.split(chunk_size), *(t.split(chunk_size) for t in args[: len(pair_args)]))
+        for i, j, *sliced in chunks:
             messages = message_fn(i, j, *sliced, *args[len(pair_args) :])
             for targets, chunk_messages in ((i, messages[:n_out]), (j, messages[n_out:])):
                 for out, message in zip(outputs, chunk_messages, strict=True):
@@ -88,11 +89,8 @@ def add_checkpointed_segments(
     """``initial`` plus ``segment_fn(first, second, *pair_slices, *atom_args)`` (per-atom sums
     over those pairs) for consecutive segments of ``segment_size`` pairs, each checkpointed."""
     totals = list(initial)
-    for start in range(0, pairs.first.shape[0], segment_size):
-        part = slice(start, start + segment_size)
-        sums = checkpoint(
-            segment_fn, pairs.first[part], pairs.second[part], *[t[part] for t in pair_args], *atom_args,
-            use_reentrant=False,
-        )
+    pieces = (t.split(segment_size) for t in (pairs.first, pairs.second, *pair_args))
+    for first, second, *sliced in zip(*pieces):
+        sums = checkpoint(segment_fn, first, second, *sliced, *atom_args, use_reentrant=False)
         totals = [total + s for total, s in zip(totals, sums, strict=True)]
     return totals

@@ -56,6 +56,10 @@ from ..common.radial_table import RadialFilter, RadialTable, basis_rate, stacked
 GROUPS = ("O(3)", "SO(3)")
 # Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
 CACHE_CHUNK = 1024
+# Up to this many pairs all filters are looked up at once (fewer ops: small systems are bound by
+# per-op overhead); above it each module looks its own filter up, so that backward does not
+# stack the modules' [P, 3, F] gradients into one [P, 3 x 3F] tensor.
+STACKED_PAIRS = 1024
 
 
 def loop_filter(module: nn.Module, rbf_fn, like: Tensor) -> Tensor:
@@ -352,12 +356,12 @@ class TensorNet(nn.Module):
     def stacked_filters(self, distance: Tensor) -> list[Optional[Tensor]]:
         """The embedding's and each layer's radial weights [P, 3, F] at the pairs' ``distance``
         [P] from one lookup, when every filter has a radial table, the tables share their grid
-        (:func:`~fastnnp.models.common.radial_table.stacked_table`) and the lookups' values
-        and slopes fit the memory budget (as the embedding's own do); else None for each
-        (every module looks its own filter up, in its own chunks)."""
+        (:func:`~fastnnp.models.common.radial_table.stacked_table`) and there are at most
+        :data:`STACKED_PAIRS` pairs (within the memory budget); else None for each (every
+        module looks its own filter up, in its own chunks)."""
         modules = [self.tensor_embedding, *self.layers]
         F = self.hidden_channels
-        if recompute_segment(distance.shape[0], 30 * F, self.memory_budget) is not None:
+        if distance.shape[0] > STACKED_PAIRS or recompute_segment(distance.shape[0], 30 * F, self.memory_budget) is not None:
             return [None] * len(modules)
         key = tuple((id(m.radial_table), None if m.radial_table is None else m.radial_table.coefficients.data_ptr())
                     for m in modules)
