@@ -122,13 +122,13 @@ class TensorEmbedding(nn.Module):
 
     def filtered_pair_messages(self, first, second, filters, vec, distance, z_recv, z_send) -> tuple[Tensor, Tensor]:
         """:meth:`pair_messages` with the pairs' radial weights ``filters`` [P, 3, F] given."""
-        radial = ca.per_component(filters)
         unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
         angular = torch.cat((torch.ones_like(distance)[:, None], unit, outer_six(unit)), 1)[:, :, None]
-        to_first = radial * angular
+        # the type terms times the three weights [P, 3, F] before they are spread over the ten
+        # components: two [P, 10, F] products per direction, in forward and backward
         return (
-            to_first * (z_recv[first] + z_send[second])[:, None],
-            ca.transposed(to_first) * (z_recv[second] + z_send[first])[:, None],
+            ca.per_component(filters * (z_recv[first] + z_send[second])[:, None]) * angular,
+            ca.per_component(filters * (z_recv[second] + z_send[first])[:, None]) * ca.transposed(angular),
         )
 
     def forward(
