@@ -82,11 +82,13 @@ def test_overflow_is_recomputed_to_the_fresh_result(triton_model, system):
 
 
 def test_shrunk_cell_is_flagged_stale_and_recomputed(triton_model):
-    """A cell compressed below the planned bins' reach flags STALE: incomplete, recomputed."""
+    """A cell compressed below the planned bins' reach flags STALE: incomplete, recomputed.
+    (The cell's smallest height, 5.8 Å, is one bin of the 4.5 Å cutoff; at 0.74 of it, 4.3 Å,
+    the search must reach two bins.)"""
     z, pos, batch, box = _triclinic_box()
     step = EnergyStep(triton_model, z, pos, batch, box)
     step.run(pos, box)
-    small_pos, small_box = 0.55 * pos, 0.55 * box
+    small_pos, small_box = 0.74 * pos, 0.74 * box
     assert StepStatus(int(step(small_pos, small_box).status)) & StepStatus.STALE
     result = step.run(small_pos, small_box)
     _assert_fresh(triton_model, result, z, small_pos, batch, small_box)
