@@ -12,6 +12,7 @@ class StepStatus(IntFlag):
     STALE = 2  # a periodic cell's search bins became narrower than the cutoff: replan, recompute
     DRIFT = 4  # atoms of an open system left the planned search grid: result right, replan for speed
     NONFINITE = 8  # a position or cell entry is not finite: an error, reported after the step
+    CLOSE = 16  # two atoms closer than fastnnp.validation.MIN_DISTANCE: an error naming them, after the step
 
     @property
     def recompute(self) -> bool:

@@ -66,6 +66,8 @@ class EnergyStep:
                 "per-atom energies need a summed scalar head without post-reduction priors (ZBL, D2, Coulomb)"
             )
         self.model = model
+        if batch is None and z.dim() == 1:  # the step's own (a model call without a batch reuses the model's)
+            batch = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         self.z, self.batch, self.q, self.n_systems = model._checked(z, pos, batch, box, q)
         self.stress = "stress" in properties
         self.atoms_per_system = (
@@ -103,7 +105,7 @@ class EnergyStep:
             check_inputs(self.z, pos, self.batch, box, self.q, self.model.max_z, self.model.dtype)  # names the entry
             raise ValueError(f"the positions and cell entries are finite but their sum is not in {pos.dtype}: "
                              "coordinates this large are not a structure")
-        return self.model.settle(status)
+        return self.model.settle(status, (pos, self.batch, box))
 
     def _check_shapes(self, pos: Tensor, box: Optional[Tensor]) -> None:
         if (pos.shape, pos.dtype, pos.device) != self.pos_meta:

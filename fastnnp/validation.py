@@ -49,6 +49,7 @@ def check_inputs(
     dtype: torch.dtype,
     device: Optional[torch.device] = None,
     num_systems: Optional[int] = None,
+    geometry: bool = True,
 ) -> int:
     """Validate a model call; return the number of systems.
 
@@ -56,6 +57,8 @@ def check_inputs(
     box None, [3, 3] or [n_systems, 3, 3], q None or [n_systems]; all on ``device`` (the
     model's; default: pos's). ``num_systems``, where given, must be the number of systems
     ``batch`` holds (TorchMD-Net's static-shape hint); under tracing it is the output size.
+    ``geometry=False`` leaves :func:`check_geometry` to the caller (a model whose kernels flag
+    close pairs on the device, :attr:`fastnnp.status.StepStatus.CLOSE`).
     """
     n_atoms = _check_static(z, pos, batch, box, q, dtype, device)
     if num_systems is not None and (isinstance(num_systems, bool) or not isinstance(num_systems, int) or num_systems < 1):
@@ -75,7 +78,8 @@ def check_inputs(
         _check_charge_shape(q, n_systems)
         if not bool(torch.isfinite(q.to(torch.float64)).all()):
             raise ValueError("q (total charge) is not finite")
-    check_geometry(pos, batch, box)
+    if geometry:
+        check_geometry(pos, batch, box)
     return n_systems
 
 

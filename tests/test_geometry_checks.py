@@ -58,3 +58,31 @@ def test_non_finite_outputs_are_an_error(data_dir):
     z, pos = _water()
     with pytest.raises(ValueError, match=r"the model gave a non-finite energy or forces \(atoms \[0, 1, 2, 3, 4, 5\]\) on finite input"):
         broken(z, pos)
+
+
+@pytest.fixture(scope="module")
+def triton_model(data_dir):
+    return fastnnp.load_model(data_dir / "tensornet" / "model.ckpt", backend="triton")
+
+
+def test_triton_kernels_flag_close_atoms_and_the_call_names_them(triton_model):
+    """On the Triton path no search of its own runs for this: the kernels' table flags the pair
+    (StepStatus.CLOSE, read with the status) and the error names it, in a call and in a step."""
+    from fastnnp.step import EnergyStep
+
+    assert triton_model.flags_close_pairs
+    z, pos = _water()
+    step = EnergyStep(triton_model, z, pos)
+    step.run(pos)
+    pos[4] = pos[1]
+    with pytest.raises(ValueError, match=r"atoms 1 and 4 are 0 apart, closer than the minimum distance 0.01"):
+        triton_model(z, pos)
+    with pytest.raises(ValueError, match=r"atoms 1 and 4 are 0 apart"):
+        step.run(pos)
+    box = torch.eye(3) * 9.0
+    pos[4] = pos[1] + torch.tensor([9.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"atoms 1 and 4 \(its periodic image \[-?1, 0, 0\]\) are 0 apart"):
+        triton_model(z, pos, box=box)
+    pos[4] = pos[1] + torch.tensor([2 * MIN_DISTANCE, 0.0, 0.0])
+    energy, forces = triton_model(z, pos)
+    assert torch.isfinite(energy).all() and torch.isfinite(forces).all()

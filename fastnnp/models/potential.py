@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..priors import Prior
 from ..status import StepStatus
-from ..validation import check_inputs, check_tensor_argument, tracing
+from ..validation import check_geometry, check_inputs, check_tensor_argument, tracing
 
 T = TypeVar("T")
 # Replans a call may need: one for the search's grid, one for the table's width.
@@ -60,6 +60,7 @@ class NeuralPotential(nn.Module):
         self.register_buffer("mean", torch.scalar_tensor(0, dtype=dtype))
         self.register_buffer("std", torch.scalar_tensor(1, dtype=dtype))
         self.register_buffer("default_box", default_box, persistent=False)
+        self._one_system: Optional[Tensor] = None  # the batch of a call without one, kept (see _checked)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -97,7 +98,7 @@ class NeuralPotential(nn.Module):
         if self.derivative and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         with torch.set_grad_enabled(self.derivative or torch.is_grad_enabled()):
-            y = self.settled(lambda: self._energy(z, pos, batch, box, q, extra_args, n_systems))
+            y = self.settled(lambda: self._energy(z, pos, batch, box, q, extra_args, n_systems), self.settle_for(pos, batch, box))
             if not self.derivative:  # traced: keep the graph, so that gradients flow through an exported program
                 return (y, None) if keep_graph or tracing() else (y.detach(), None)
             (dy,) = torch.autograd.grad(y.sum(), pos, create_graph=keep_graph, allow_unused=True)
@@ -141,12 +142,24 @@ class NeuralPotential(nn.Module):
         if batch is None:
             if not isinstance(z, Tensor):
                 check_tensor_argument("z", z, "integer atomic numbers [n_atoms]")
-            batch = torch.zeros(z.shape[0] if z.dim() else 0, dtype=torch.long, device=z.device)
+            batch = self._one_system_batch(z.shape[0] if z.dim() else 0, z.device)
             num_systems = 1 if num_systems is None and tracing() else num_systems
-        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype, self.std.device, num_systems)
+        n_systems = check_inputs(z, pos, batch, box, q, self.max_z, self.dtype, self.std.device, num_systems,
+                                 geometry=not self.flags_close_pairs)
         if q is not None:
             q = q.reshape(n_systems).to(self.dtype)
         return z.long(), batch.long(), q, n_systems
+
+    def _one_system_batch(self, n_atoms: int, device: torch.device) -> Tensor:
+        """Zeros [n_atoms] int64: the same tensor while n_atoms and device stay (a planned search
+        recognises its topology by the batch tensor's identity, so calls without a batch do not
+        plan again), a new one after a change or an in-place edit."""
+        kept = self._one_system
+        if tracing() or kept is None or kept.shape[0] != n_atoms or kept.device != device or kept._version != 0:
+            kept = torch.zeros(n_atoms, dtype=torch.long, device=device)
+            if not tracing():
+                self._one_system = kept
+        return kept
 
     def partial_charges(
         self,
@@ -185,14 +198,28 @@ class NeuralPotential(nn.Module):
             status = status | other
         return status
 
-    def settle(self, status: Optional[Tensor]) -> bool:
-        """Read a call's ``status`` (one host sync) and act on it: every planned search plans
-        again at its next call where it says so. True when the call's results stand, False
-        when they are incomplete (a table overflowed, a cell outgrew its grid) and the call
-        must run again."""
+    @property
+    def flags_close_pairs(self) -> bool:
+        """Whether the representation's kernels flag atoms closer than MIN_DISTANCE on the device
+        (:attr:`StepStatus.CLOSE`), so that a call needs no search of its own for them."""
+        return bool(getattr(self.representation_model, "flags_close_pairs", False))
+
+    def settle_for(self, pos: Tensor, batch: Tensor, box: Optional[Tensor]) -> Callable[[object], bool]:
+        """:meth:`settle` of the searches' status after a call on ``pos``, ``batch``, ``box``
+        (a ``settle`` for :meth:`settled`)."""
+        return lambda _: self.settle(self.search_status(), (pos, batch, box))
+
+    def settle(self, status: Optional[Tensor], inputs: Optional[tuple] = None) -> bool:
+        """Read a call's ``status`` (one host sync) and act on it: where atoms were flagged
+        closer than MIN_DISTANCE, ValueError naming them (``inputs``: the call's pos, batch,
+        box, searched again here); every planned search plans again at its next call where it
+        says so. True when the call's results stand, False when they are incomplete (a table
+        overflowed, a cell outgrew its grid) and the call must run again."""
         if status is None:
             return True
         flags = StepStatus(int(status))
+        if flags & StepStatus.CLOSE and inputs is not None:
+            check_geometry(*inputs)  # names the atoms (a pair at the float32 edge of MIN_DISTANCE may pass)
         if flags & (StepStatus.OVERFLOW | StepStatus.STALE | StepStatus.DRIFT):
             for hook in self._planned_searches():
                 hook.replan(flags)
@@ -239,7 +266,8 @@ class NeuralPotential(nn.Module):
         """
         z, batch, q, n_systems = self._checked(z, pos, batch, box, q)
         atoms_per_system = torch.bincount(batch, minlength=n_systems) if self.has_atom_energies else None
-        return self.settled(lambda: self.checked_energy_terms(z, pos, batch, box, q, n_systems, atoms_per_system))
+        return self.settled(lambda: self.checked_energy_terms(z, pos, batch, box, q, n_systems, atoms_per_system),
+                            self.settle_for(pos, batch, box))
 
     def checked_energy_terms(
         self,

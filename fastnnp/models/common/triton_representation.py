@@ -19,6 +19,8 @@ from ...kernels.common.op_args import constant
 from ...kernels.common.search_plan import PlannedTableSearch
 from ...kernels.common.table_vectors import table_vectors
 from ...neighbors.table import NeighborTable, sorted_atoms
+from ...status import StepStatus, status_tensor
+from ...validation import MIN_DISTANCE
 from .activations import kernel_code
 
 
@@ -41,6 +43,7 @@ class TritonRepresentation:
         # plans once per topology, then searches with no host sync; a fastnnp.neighbors.reuse cache may replace it
         self.table_search = PlannedTableSearch()
         self._constants: Optional[tuple] = None
+        self._slots: Optional[Tensor] = None  # 0 .. K - 1, the table's slot numbers
         for act in activations:
             kernel_code(act)
 
@@ -60,7 +63,28 @@ class TritonRepresentation:
             constant(pos), batch, self.cutoff_upper, self.cutoff_lower, box=None if box is None else constant(box),
         )
         z, pos, batch = sorted_atoms(table, z, pos, batch)
-        return KernelEdges(table, table_vectors(table, pos, batch, box), z, batch)
+        vec = table_vectors(table, pos, batch, box)
+        if self.flags_close_pairs:
+            self._flag_close_pairs(table, vec)
+        return KernelEdges(table, vec, z, batch)
+
+    @property
+    def flags_close_pairs(self) -> bool:
+        """Whether each call ORs :attr:`StepStatus.CLOSE` into its planned search's status where
+        two atoms are closer than MIN_DISTANCE: when the table holds every such pair (no lower
+        cutoff) and the search keeps a status (the planned search; not a Verlet or LAMMPS one)."""
+        return self.cutoff_lower == 0 and hasattr(self.table_search, "replan") and hasattr(self.table_search, "status")
+
+    def _flag_close_pairs(self, table: NeighborTable, vec: Tensor) -> None:
+        """The check of :func:`fastnnp.validation.check_geometry` on the device, from the table's
+        own edge vectors (padding slots excluded): no host sync, read with the status."""
+        with torch.no_grad():
+            width = vec.shape[1]
+            if self._slots is None or self._slots.shape[0] != width or self._slots.device != vec.device:
+                self._slots = torch.arange(width, device=vec.device)
+            close = ((vec.square().sum(-1) < MIN_DISTANCE**2) & (self._slots < table.counts[:, None])).any()
+            hook = self.table_search
+            hook.status = hook.status | status_tensor({StepStatus.CLOSE: close})
 
     def kernel_constants(self) -> Any:
         """The kernels' view of the parameters (``_make_constants()``), made once per parameter
