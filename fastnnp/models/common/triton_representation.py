@@ -19,7 +19,7 @@ from ...kernels.common.op_args import constant
 from ...kernels.common.search_plan import PlannedTableSearch
 from ...kernels.common.table_vectors import table_vectors
 from ...neighbors.table import NeighborTable, sorted_atoms
-from ...status import StepStatus, status_tensor
+from ...status import StepStatus
 from ...validation import MIN_DISTANCE
 from .activations import kernel_code
 
@@ -44,6 +44,7 @@ class TritonRepresentation:
         self.table_search = PlannedTableSearch()
         self._constants: Optional[tuple] = None
         self._slots: Optional[Tensor] = None  # 0 .. K - 1, the table's slot numbers
+        self._close_bit: Optional[Tensor] = None  # StepStatus.CLOSE as a 0-d int32 on the device
         for act in activations:
             kernel_code(act)
 
@@ -82,9 +83,10 @@ class TritonRepresentation:
             width = vec.shape[1]
             if self._slots is None or self._slots.shape[0] != width or self._slots.device != vec.device:
                 self._slots = torch.arange(width, device=vec.device)
-            close = ((vec.square().sum(-1) < MIN_DISTANCE**2) & (self._slots < table.counts[:, None])).any()
+                self._close_bit = torch.tensor(int(StepStatus.CLOSE), dtype=torch.int32, device=vec.device)
+            close = ((vec.norm(dim=-1) < MIN_DISTANCE) & (self._slots < table.counts[:, None])).any()
             hook = self.table_search
-            hook.status = hook.status | status_tensor({StepStatus.CLOSE: close})
+            hook.status = hook.status | close * self._close_bit  # int32, as the search's status
 
     def kernel_constants(self) -> Any:
         """The kernels' view of the parameters (``_make_constants()``), made once per parameter
