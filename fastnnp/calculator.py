@@ -18,6 +18,7 @@ from .neighbors.checks import singular_cells
 from .neighbors.reuse import use_verlet_skin
 from .step import EnergyStep, GraphedStep
 from .units import energy_factor, length_factor
+from .validation import finite_number
 
 PathLike = Union[str, os.PathLike]
 ModelSource = Union[PathLike, Sequence[PathLike], nn.Module]
@@ -212,14 +213,7 @@ class FastNNPCalculator(Calculator):
         return self._inputs_cache[1]
 
     def _charge(self, atoms: Atoms) -> float:
-        charge = atoms.info.get("charge", self.charge)
-        try:
-            value = float(charge)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"atoms.info['charge'] must be a number, got {charge!r}") from error
-        if not np.isfinite(value):
-            raise ValueError(f"atoms.info['charge'] must be finite, got {charge!r}")
-        return value
+        return finite_number(atoms.info.get("charge", self.charge), "atoms.info['charge']")
 
 
 DTYPES = (torch.float32, torch.float64)

@@ -39,6 +39,18 @@ def check_tensor_argument(name: str, value: Any, kind: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor of {kind}, got {shown} {' '.join(repr(value).split())[:60]}{hint}")
 
 
+def finite_number(value: Any, name: str, kind: str = "a number") -> float:
+    """``value`` as a float; ValueError naming ``name`` where it is not a number (``kind`` says
+    what it should be) or not finite (a total charge from ASE's atoms.info or OpenMM's charge=)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be {kind}, got {value!r}") from error
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
 def check_inputs(
     z: Tensor,
     pos: Tensor,

@@ -107,7 +107,10 @@ def test_charge_comes_from_info_and_a_change_triggers_recalculation(tensornet64)
     default_charged.calc = FastNNPCalculator(TENSORNET, charge=1, **F64)
     assert default_charged.get_potential_energy() == pytest.approx(cation, abs=1e-12)
     atoms.info["charge"] = "plus one"
-    with pytest.raises(ValueError, match="charge"):
+    with pytest.raises(ValueError, match=r"atoms.info\['charge'\] must be a number, got 'plus one'"):
+        atoms.get_potential_energy()
+    atoms.info["charge"] = float("inf")
+    with pytest.raises(ValueError, match=r"atoms.info\['charge'\] must be finite, got inf"):
         atoms.get_potential_energy()
 
 

@@ -10,6 +10,7 @@ import torch
 from openmm import unit
 from openmmml.mlpotential import MLPotentialImpl
 
+from ..validation import finite_number
 from .compute import FastNNPForce, ModelSpec, load_members
 
 PathLike = Union[str, os.PathLike]
@@ -78,7 +79,7 @@ class FastNNPPotentialImpl(MLPotentialImpl):
         unknown = sorted(set(args) - EMBEDDING_OPTIONS)
         if unknown:
             raise ValueError(f"the fastnnp potential does not take {', '.join(unknown)}; it takes charge=")
-        charge = _total_charge(charge)
+        charge = finite_number(charge, "charge", "a number (the total charge in e)")
         periodic = topology.getPeriodicBoxVectors() is not None
         if system.usesPeriodicBoundaryConditions() and not periodic:
             raise ValueError("the System is periodic but the Topology has no box vectors: set them on the Topology")
@@ -110,16 +111,6 @@ def _skin_nm(skin: Union[float, unit.Quantity, None]) -> Optional[float]:
     value = skin.value_in_unit(unit.nanometer) if unit.is_quantity(skin) else float(skin)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"skin must be a finite length >= 0 (nm), got {skin}")
-    return value
-
-
-def _total_charge(charge: Any) -> float:
-    try:
-        value = float(charge)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"charge must be a number (the total charge in e), got {charge!r}") from error
-    if not math.isfinite(value):
-        raise ValueError(f"charge must be finite, got {charge!r}")
     return value
 
 
