@@ -27,3 +27,10 @@ def status_tensor(flags: dict[StepStatus, Tensor]) -> Tensor:
         term = flag.int() * int(bit)
         status = term if status is None else status | term
     return status
+
+
+def is_planned(hook: object) -> bool:
+    """Whether a representation's search hook keeps a device status and replans after it (the
+    planned Triton search, :mod:`fastnnp.kernels.common.search_plan`; not a Verlet cache or
+    LAMMPS's pairs)."""
+    return hasattr(hook, "status") and hasattr(hook, "replan")

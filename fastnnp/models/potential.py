@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..priors import Prior
-from ..status import StepStatus
+from ..status import StepStatus, is_planned
 from ..validation import check_geometry, check_inputs, check_tensor_argument, tracing
 
 T = TypeVar("T")
@@ -181,7 +181,8 @@ class NeuralPotential(nn.Module):
             return None
         z, batch, q, _ = self._checked(z, pos, batch, box, q)
         with torch.no_grad():
-            channels = predict(z, pos, batch, self.default_box if box is None else box, q)
+            channels = self.settled(lambda: predict(z, pos, batch, self.default_box if box is None else box, q),
+                                    self.settle_for(pos, batch, box))
         weights = getattr(self.output_model, "qweights", None)
         if weights is None:
             return channels.mean(1)
@@ -225,21 +226,21 @@ class NeuralPotential(nn.Module):
                 hook.replan(flags)
         return not flags.recompute
 
-    def settled(self, compute: Callable[[], T], settle: Optional[Callable[[T], bool]] = None) -> T:
-        """``compute()`` run until ``settle(result)`` lets it stand (default: :meth:`settle` of
-        the searches' status): once, or again after a replan. Each replan gives the searches room
-        for what they found, so a second run stands; more than :data:`MAX_REPLANS` is an error,
-        never a wrong result."""
+    def settled(self, compute: Callable[[], T], settle: Callable[[T], bool]) -> T:
+        """``compute()`` run until ``settle(result)`` lets it stand (:meth:`settle_for` the
+        call's inputs, or a step's own): once, or again after a replan. Each replan gives the
+        searches room for what they found, so a second run stands; more than
+        :data:`MAX_REPLANS` is an error, never a wrong result."""
         for _ in range(MAX_REPLANS + 1):
             result = compute()
-            if self.settle(self.search_status()) if settle is None else settle(result):
+            if settle(result):
                 return result
         raise RuntimeError(f"the neighbour search still overflowed after {MAX_REPLANS} replans")
 
     def _planned_searches(self) -> list:
-        """The Triton representations' planned search hooks (anything with ``status`` and ``replan``)."""
+        """The Triton representations' planned search hooks (:func:`fastnnp.status.is_planned`)."""
         hooks = (getattr(module, "table_search", None) for module in self.modules())
-        return [hook for hook in hooks if hasattr(hook, "status") and hasattr(hook, "replan")]
+        return [hook for hook in hooks if is_planned(hook)]
 
     @property
     def has_atom_energies(self) -> bool:

@@ -423,10 +423,12 @@ def _cap_bins(nb: Tensor, atoms: Tensor) -> Tensor:
 
 
 def compile_cases(channels: int, num_rbf: int) -> list[CompileCase]:
-    """The periodic search kernel (:mod:`fastnnp.kernels.compile_check`); shape-independent."""
+    """The periodic search kernel (:mod:`fastnnp.kernels.compile_check`), numbering its table
+    in the given and in the bin-sorted order; shape-independent."""
     pointers = {
         "atom_ptr": "*i32", "bin_ptr": "*i64", "shift_ptr": "*i32", "sys_ptr": "*i32", "nbins_ptr": "*i64",
         "reach_ptr": "*i64", "base_ptr": "*i64", "bin_start_ptr": "*i64", "nbr_ptr": "*i32", "img_ptr": "*i32",
         "count_ptr": "*i32",
     }
-    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, SORTED=False, BLOCK=_BLOCK), pointers, num_warps=1)]
+    return [CompileCase(_neighbor_kernel, dict(PERIODIC=True, SORTED=ordered, BLOCK=_BLOCK), pointers, num_warps=1)
+            for ordered in (False, True)]

@@ -19,7 +19,7 @@ from ...kernels.common.op_args import constant
 from ...kernels.common.search_plan import PlannedTableSearch
 from ...kernels.common.table_vectors import table_vectors
 from ...neighbors.table import NeighborTable, sorted_atoms
-from ...status import StepStatus
+from ...status import StepStatus, is_planned
 from ...validation import MIN_DISTANCE
 from .activations import kernel_code
 
@@ -74,7 +74,7 @@ class TritonRepresentation:
         """Whether each call ORs :attr:`StepStatus.CLOSE` into its planned search's status where
         two atoms are closer than MIN_DISTANCE: when the table holds every such pair (no lower
         cutoff) and the search keeps a status (the planned search; not a Verlet or LAMMPS one)."""
-        return self.cutoff_lower == 0 and hasattr(self.table_search, "replan") and hasattr(self.table_search, "status")
+        return self.cutoff_lower == 0 and is_planned(self.table_search)
 
     def _flag_close_pairs(self, table: NeighborTable, vec: Tensor) -> None:
         """The check of :func:`fastnnp.validation.check_geometry` on the device, from the table's
