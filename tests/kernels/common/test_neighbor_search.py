@@ -232,6 +232,8 @@ def test_sorted_numbering_is_the_given_table_renumbered(periodic):
     assert torch.equal(planned.order[planned.inverse], torch.arange(n))
     assert torch.equal(batch[planned.order], batch)
     assert _triples(planned, planned.order) == _triples(table, torch.arange(n))
+    ref = neighbor_list(pos, batch, 3.0, box=box, loop=False)  # the torch reference list
+    assert _triples(planned, planned.order) == set(zip(*ref.edge_index.tolist(), map(tuple, ref.image.tolist()), strict=True))
     assert torch.equal(planned.counts.long(), table.counts.long()[planned.order])
 
 
