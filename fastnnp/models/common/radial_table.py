@@ -59,6 +59,8 @@ class RadialTable(nn.Module):
         self.bound = float(bound)
         self.name = name
         self.zero_outside = zero_outside
+        # (key, the coefficients' channel blocks) for grouped lookups: see _blocks
+        self._block_cache: Optional[tuple] = None
 
     def position(self, d: Tensor) -> Tensor:
         """The table variable t(d) [P]: 0 at ``lower``, ``pieces`` at ``upper``; uniform in d, or
@@ -94,25 +96,56 @@ class RadialTable(nn.Module):
     def value_and_slope(self, d: Tensor, slope: bool = True) -> tuple[Tensor, Optional[Tensor]]:
         """f(d) and (with ``slope``) f'(d), [P, C] each, from the same polynomial, without an
         autograd graph: two weighted gathers of the pieces' rows (``embedding_bag``)."""
+        weights = self.coefficients.to(d.dtype).view(-1, self.channels)
+        (value,), slopes = self._lookup(d, (weights,), slope)
+        return value, None if slopes is None else slopes[0]
+
+    def grouped(self, d: Tensor, groups: int) -> tuple[Tensor, ...]:
+        """f(d) as ``groups`` tensors [P, C / groups], consecutive channel blocks, differentiable
+        in d once: a caller that uses the blocks apart never assembles a [P, C] gradient."""
+        blocks = self._blocks(groups, d.dtype)
+        if torch.is_grad_enabled() and d.requires_grad:
+            return _GroupedTableLookup.apply(d, self, blocks)
+        return self._lookup(d, blocks, slope=False)[0]
+
+    def _blocks(self, groups: int, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """The coefficients' ``groups`` channel blocks as contiguous [pieces x 4, C / groups]
+        copies in ``dtype``, made once per coefficient tensor."""
+        key = (groups, dtype, self.coefficients.data_ptr(), self.coefficients.device)
+        if self._block_cache is None or self._block_cache[0] != key:
+            flat = self.coefficients.to(dtype).view(-1, self.channels)
+            self._block_cache = (key, tuple(block.contiguous() for block in flat.chunk(groups, 1)))
+        return self._block_cache[1]
+
+    def _lookup(
+        self, d: Tensor, weights: tuple[Tensor, ...], slope: bool
+    ) -> tuple[tuple[Tensor, ...], Optional[tuple[Tensor, ...]]]:
+        """Each of ``weights`` ([pieces x 4, c] coefficient blocks) evaluated at d [P], and with
+        ``slope`` its d-derivative: the pieces and powers are found once for all blocks."""
         with torch.no_grad():
             t = self.position(d)
             k = torch.floor(t).clamp(0, self.pieces - 1).long()
             u = t - k.to(t.dtype)
             rows = (4 * k)[:, None] + torch.arange(4, device=d.device)
-            weights = self.coefficients.to(d.dtype).view(-1, self.channels)
             # u^0 .. u^2, times 0 outside the table (zero_outside): exact zeros without a pass over [P, C]
             powers = torch.stack([torch.ones_like(u), u, u * u], 1)
             if self.zero_outside:
                 powers = powers * self._inside(d)[:, None]
-            value = nn.functional.embedding_bag(
-                rows, weights, per_sample_weights=torch.cat([powers, powers[:, 2:] * u[:, None]], 1), mode="sum"
+            value_weights = torch.cat([powers, powers[:, 2:] * u[:, None]], 1)
+            values = tuple(
+                nn.functional.embedding_bag(rows, w, per_sample_weights=value_weights, mode="sum") for w in weights
             )
-            derivative = None
-            if slope:  # d u^j / dd = j u^(j-1) dt/dd
-                orders = torch.arange(1, 4, dtype=u.dtype, device=d.device)
-                slopes = torch.cat([torch.zeros_like(powers[:, :1]), powers * orders * self.position_slope(d)[:, None]], 1)
-                derivative = nn.functional.embedding_bag(rows, weights, per_sample_weights=slopes, mode="sum")
-        return value, derivative
+            if not slope:
+                return values, None
+            # d u^j / dd = j u^(j-1) dt/dd
+            orders = torch.arange(1, 4, dtype=u.dtype, device=d.device)
+            slope_weights = torch.cat(
+                [torch.zeros_like(powers[:, :1]), powers * orders * self.position_slope(d)[:, None]], 1
+            )
+            slopes = tuple(
+                nn.functional.embedding_bag(rows, w, per_sample_weights=slope_weights, mode="sum") for w in weights
+            )
+        return values, slopes
 
     def _inside(self, d: Tensor) -> Tensor:
         inside = d < self.upper
@@ -141,6 +174,22 @@ class _TableLookup(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (slope,) = ctx.saved_tensors
         return torch.einsum("pc,pc->p", grad, slope), None
+
+
+class _GroupedTableLookup(torch.autograd.Function):
+    """The channel blocks of f(d), each its own output, their slopes saved for backward."""
+
+    @staticmethod
+    def forward(ctx, d: Tensor, table: RadialTable, blocks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        values, slopes = table._lookup(d, blocks, slope=True)
+        ctx.save_for_backward(*slopes)
+        return values
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads: Tensor):
+        grad_d = sum(torch.einsum("pc,pc->p", grad, slope) for grad, slope in zip(grads, ctx.saved_tensors))
+        return grad_d, None, None
 
 
 def value_and_derivative(fn: Callable[[Tensor], Tensor], d: Tensor) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,7 @@ PART_OF_COMPONENT = (0, 1, 1, 1, 2, 2, 2, 2, 2, 2)
 COMPONENT_GROUP = torch.tensor(PART_OF_COMPONENT)
 # The I, A (vector) and S (six entries) parts of the component axis.
 PARTS = (slice(0, 1), slice(1, 4), slice(4, 10))
+PART_SIZES = (1, 3, 6)
 # Sign of each component under X -> X^T (A flips): the message to the other end of a pair.
 TRANSPOSE_SIGN = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 

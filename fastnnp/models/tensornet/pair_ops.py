@@ -1,7 +1,8 @@
 """Message passing over unordered pairs with per-pair, per-channel weights, as autograd ops.
 
 For pairs p = (first_p, second_p), weights ``w`` [P, G, F] (G weight groups, F channels) and
-per-atom features ``T`` [N, C, F] whose component c uses weight group ``group[c]``:
+per-atom features ``T`` [N, C, F] whose components come in G consecutive runs of ``sizes``
+(component c uses weight group ``group[c]``, its run):
 
     spread(w, T)[n, c]  = sum over pairs with n at one end of  w[p, group[c]] * T[other end, c]
     contract(g, T)[p, k] = sum over c in group k of  g[first_p, c] * T[second_p, c]
@@ -14,24 +15,38 @@ order of derivative works (forces, and force training), and no per-pair x compon
 the whole graph is ever stored: the work runs in small chunks of pairs that stay in cache.
 """
 
+import functools
+import itertools
+
 import torch
 from torch import Tensor
 
 CHUNK = 512
 
 
-def _spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, group: Tensor) -> Tensor:
+@functools.lru_cache(maxsize=16)
+def _group_index(sizes: tuple[int, ...], device: torch.device) -> Tensor:
+    """The weight group of each component [C] for runs of ``sizes`` components."""
+    return torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)], device=device)
+
+
+def _spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
     out = torch.zeros_like(features)
-    for start in range(0, first.shape[0], CHUNK):
-        i, j = first[start : start + CHUNK], second[start : start + CHUNK]
-        w = weights[start : start + CHUNK].index_select(1, group)
+    ends = itertools.accumulate(sizes)
+    runs = [(k, end - size, end) for k, (size, end) in enumerate(zip(sizes, ends))]
+    for i, j, w in zip(first.split(CHUNK), second.split(CHUNK), weights.split(CHUNK)):
         for target, source in ((i, j), (j, i)):
-            out.index_add_(0, target, features.index_select(0, source).mul_(w))
+            gathered = features.index_select(0, source)
+            # each run times its group's weights in place: no [chunk, C, F] copy of the weights
+            for k, start, end in runs:
+                gathered[:, start:end].mul_(w[:, k : k + 1])
+            out.index_add_(0, target, gathered)
     return out
 
 
-def _contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, group: Tensor, n_groups: int) -> Tensor:
-    out = grad.new_zeros(first.shape[0], n_groups, grad.shape[-1])
+def _contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    group = _group_index(sizes, grad.device)
+    out = grad.new_zeros(first.shape[0], len(sizes), grad.shape[-1])
     for start in range(0, first.shape[0], CHUNK):
         i, j = first[start : start + CHUNK], second[start : start + CHUNK]
         products = grad.index_select(0, i).mul_(features.index_select(0, j))
@@ -42,38 +57,42 @@ def _contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, gro
 
 class Spread(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weights, features, first, second, group):
-        ctx.save_for_backward(weights, features, first, second, group)
-        return _spread(weights, features, first, second, group)
+    def forward(ctx, weights, features, first, second, sizes):
+        ctx.save_for_backward(weights, features, first, second)
+        ctx.sizes = sizes
+        return _spread(weights, features, first, second, sizes)
 
     @staticmethod
     def backward(ctx, grad):
-        weights, features, first, second, group = ctx.saved_tensors
-        grad_w = Contract.apply(grad, features, first, second, group, weights.shape[1]) if ctx.needs_input_grad[0] else None
-        grad_t = Spread.apply(weights, grad, first, second, group) if ctx.needs_input_grad[1] else None
+        weights, features, first, second = ctx.saved_tensors
+        grad_w = Contract.apply(grad, features, first, second, ctx.sizes) if ctx.needs_input_grad[0] else None
+        grad_t = Spread.apply(weights, grad, first, second, ctx.sizes) if ctx.needs_input_grad[1] else None
         return grad_w, grad_t, None, None, None
 
 
 class Contract(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, grad, features, first, second, group, n_groups):
-        ctx.save_for_backward(grad, features, first, second, group)
-        return _contract(grad, features, first, second, group, n_groups)
+    def forward(ctx, grad, features, first, second, sizes):
+        ctx.save_for_backward(grad, features, first, second)
+        ctx.sizes = sizes
+        return _contract(grad, features, first, second, sizes)
 
     @staticmethod
     def backward(ctx, out_grad):
-        grad, features, first, second, group = ctx.saved_tensors
-        grad_g = Spread.apply(out_grad, features, first, second, group) if ctx.needs_input_grad[0] else None
-        grad_t = Spread.apply(out_grad, grad, first, second, group) if ctx.needs_input_grad[1] else None
-        return grad_g, grad_t, None, None, None, None
+        grad, features, first, second = ctx.saved_tensors
+        grad_g = Spread.apply(out_grad, features, first, second, ctx.sizes) if ctx.needs_input_grad[0] else None
+        grad_t = Spread.apply(out_grad, grad, first, second, ctx.sizes) if ctx.needs_input_grad[1] else None
+        return grad_g, grad_t, None, None, None
 
 
-def spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, group: Tensor) -> Tensor:
+def spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
     """Per-atom sums [N, C, F] of neighbours' ``features`` [N, C, F] weighted by ``weights``
-    [P, G, F] (component c uses group ``group[c]``) over the pairs (``first``, ``second``) [P]."""
-    return Spread.apply(weights, features, first, second, group)
+    [P, G, F] (the G runs of ``sizes`` components use one group each) over the pairs
+    (``first``, ``second``) [P]."""
+    return Spread.apply(weights, features, first, second, sizes)
 
 
-def contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, group: Tensor, n_groups: int) -> Tensor:
-    """Per-pair, per-group sums [P, G, F] of ``grad[one end] * features[other end]``."""
-    return Contract.apply(grad, features, first, second, group, n_groups)
+def contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    """Per-pair, per-group sums [P, G, F] of ``grad[one end] * features[other end]`` over each
+    group's run of ``sizes`` components."""
+    return Contract.apply(grad, features, first, second, sizes)

@@ -4,11 +4,15 @@ Parameter names equal TorchMD-Net's ``representation_model.*`` state-dict keys (
 ``distance.box`` buffer). Per-atom tensors are carried as [N, 10, F] components (I, A as a
 vector, S as six entries; :mod:`fastnnp.models.tensornet.component_algebra`), the layout of the
 Triton path too; TorchMD-Net's [N, 3, 3, F] formulation is the kernels' float64 reference
-(:mod:`fastnnp.kernels.tensornet.reference`). Per-pair work runs once per unordered pair
-(:mod:`fastnnp.models.tensornet.pair_messages`, :mod:`fastnnp.models.tensornet.pair_ops`) in
-cache-sized chunks, never as E x F x 9 tensors; when even the E x F values autograd keeps would
-exceed ``memory_budget`` bytes, chunks are recomputed in backward, so memory stays O(N·F).
-Self loops (distance 0, direction 0) are handled per atom.
+(:mod:`fastnnp.kernels.tensornet.reference`). The layers' per-pair work runs once per
+unordered pair (:mod:`fastnnp.models.tensornet.pair_messages`,
+:mod:`fastnnp.models.tensornet.pair_ops`) in cache-sized chunks, never as E x F x 9 tensors;
+the embedding's messages are per-atom batched products over the receiver layout
+(:mod:`fastnnp.models.tensornet.receiver_slots`): each message is an outer product of the
+pair's direction terms and its radial weights, so a row's sum is one ``bmm`` per part and no
+per-edge component tensor exists. When even the values autograd keeps would exceed
+``memory_budget`` bytes, chunks (of pairs or of receiver rows) are recomputed in backward, so
+memory stays O(N·F). Self loops (distance 0, direction 0) are handled per atom.
 
 The steps below are shared with the Triton path
 (:class:`~fastnnp.models.tensornet.triton.TritonTensorNet`); "kernel" names what Triton runs
@@ -16,8 +20,8 @@ instead, everything else runs as this torch code on both paths:
 
 * ``TensorEmbedding.atom_terms``: atom types -> (z_recv, z_send).
 * ``TensorEmbedding.distance_filter``: the radial weights; at distance 0 the self loop's (both
-  paths); per pair fused into the kernel ``embedding_messages``, as is ``pair_messages``
-  with its half-list sum.
+  paths); per pair fused into the kernel ``embedding_messages``, as is ``slot_messages``
+  with its sum over each receiver's neighbours.
 * ``TensorEmbedding.to_tensor``: the summed messages -> the initial X. On Triton the first
   tensor (``first_tensor``) and its squared norm are the kernel ``embedding_components``,
   ``tensor_scales`` (the norm MLP) stays torch, the linears are the kernel ``channel_mix``.
@@ -38,24 +42,18 @@ import torch
 from torch import Tensor, nn
 
 from ...neighbors import neighbor_list
+from ...neighbors.static import tracing
 from ..common.activations import activation_class
 from .atom_chunks import atoms_need_recompute, map_atoms
 from . import component_algebra as ca
 from .cartesian import channel_matmul, outer_six
-from .pair_messages import (
-    DEFAULT_CHUNK_BYTES,
-    HalfList,
-    add_checkpointed_segments,
-    recompute_segment,
-    sum_pair_messages,
-)
+from .pair_messages import DEFAULT_CHUNK_BYTES, HalfList, add_checkpointed_segments, recompute_segment
 from .pair_ops import spread
+from .receiver_slots import ReceiverSlots, edge_rows, receiver_slots
 from ..common.radial import cosine_cutoff, radial_basis
 from ..common.radial_table import RadialFilter, RadialTable, basis_rate, stacked_table
 
 GROUPS = ("O(3)", "SO(3)")
-# Pairs per chunk of the embedding's messages: small enough for the chunk to stay in cache.
-CACHE_CHUNK = 1024
 # Up to this many pairs all filters are looked up at once (fewer ops: small systems are bound by
 # per-op overhead); above it each module looks its own filter up, so that backward does not
 # stack the modules' [P, 3, F] gradients into one [P, 3 x 3F] tensor.
@@ -101,11 +99,15 @@ class TensorEmbedding(nn.Module):
         z_send = nn.functional.linear(atom_emb, self.emb2.weight[:, F:])
         return z_recv, z_send
 
-    def pair_filter(self, rbf_fn, distance: Tensor) -> Tensor:
-        """:meth:`distance_filter` of the pairs: from the radial table when one is attached."""
+    def slot_filters(self, rbf_fn, distance: Tensor, pair: Tensor, filters: Optional[Tensor]) -> tuple[Tensor, ...]:
+        """The I, A and S radial weights [S, F] (three tensors: backward never assembles an
+        [S, 3, F] gradient) of the slots' pairs ``pair`` [S]: gathered from ``filters`` [P, 3, F]
+        when given, else from the radial table at the slots' distances, or the exact filter."""
+        if filters is not None:
+            return filters.index_select(0, pair).unbind(1)
         if self.radial_table is None:
-            return self.distance_filter(rbf_fn, distance)
-        return self.radial_table(distance).view(-1, 3, self.hidden_channels)
+            return self.distance_filter(rbf_fn, distance[pair]).unbind(1)
+        return self.radial_table.grouped(distance[pair], 3)
 
     def distance_filter(self, rbf_fn, distance: Tensor) -> Tensor:
         """[P] -> [P, 3, F]: the I, A, S radial weights times the cosine cutoff."""
@@ -114,21 +116,24 @@ class TensorEmbedding(nn.Module):
         proj = nn.functional.linear(rbf_fn(distance), weight, bias).view(-1, 3, self.hidden_channels)
         return proj * cosine_cutoff(distance, self.cutoff_lower, self.cutoff_upper)[:, None, None]
 
-    def pair_messages(self, rbf_fn, first, second, vec, distance, z_recv, z_send) -> tuple[Tensor, Tensor]:
-        """Messages [P, 10, F] of one chunk of pairs, to ``first`` then to ``second``: the I, A
-        and S radial weights times the type terms and (1, the unit direction, the six entries of
-        its outer product)."""
-        return self.filtered_pair_messages(first, second, self.pair_filter(rbf_fn, distance), vec, distance, z_recv, z_send)
-
-    def filtered_pair_messages(self, first, second, filters, vec, distance, z_recv, z_send) -> tuple[Tensor, Tensor]:
-        """:meth:`pair_messages` with the pairs' radial weights ``filters`` [P, 3, F] given."""
-        unit = vec / distance.clamp(min=torch.finfo(distance.dtype).tiny)[:, None]
-        angular = torch.cat((torch.ones_like(distance)[:, None], unit, outer_six(unit)), 1)[:, :, None]
-        # the type terms times the three weights [P, 3, F] before they are spread over the ten
-        # components: two [P, 10, F] products per direction, in forward and backward
-        return (
-            ca.per_component(filters * (z_recv[first] + z_send[second])[:, None]) * angular,
-            ca.per_component(filters * (z_recv[second] + z_send[first])[:, None]) * ca.transposed(angular),
+    def slot_messages(
+        self, rbf_fn, slots: ReceiverSlots, z_recv: Tensor, unit: Tensor, distance: Tensor, z_send: Tensor,
+        filters: Optional[Tensor],
+    ) -> Tensor:
+        """Summed pair messages [n, 10, F] to n atoms from their rows of the receiver layout
+        (``slots``, [n, K] each; ``z_recv`` [n, F] their receiver terms): per slot, the I, A, S
+        radial weights times the type terms times (1, the unit direction to the receiver, the six
+        entries of its outer product), summed over the row by one ``bmm`` per part. ``unit``
+        [P, 3], ``distance`` [P] of the pairs; ``z_send`` [N, F]; ``filters`` as in :meth:`forward`."""
+        n, width = slots.pair.shape
+        pair, sign = slots.pair.reshape(-1), slots.sign.reshape(-1)
+        direction = unit[pair] * sign[:, None]
+        angular = torch.cat((sign.abs()[:, None], direction, outer_six(direction)), 1).view(n, width, 10)
+        type_terms = z_recv[:, None] + z_send[slots.sender]
+        weights = self.slot_filters(rbf_fn, distance, pair, filters)
+        parts = angular.transpose(1, 2).split(ca.PART_SIZES, 1)
+        return torch.cat(
+            [torch.bmm(part, w.view(n, width, w.shape[-1]) * type_terms) for part, w in zip(parts, weights, strict=True)], 1
         )
 
     def forward(
@@ -137,24 +142,27 @@ class TensorEmbedding(nn.Module):
         """Components [N, 10, F] of the initial tensors; ``filters`` [P, 3, F]: the pairs' radial
         weights when already looked up (:meth:`TensorNet.stacked_filters`)."""
         F = self.hidden_channels
+        n_atoms = z.shape[0]
         z_recv, z_send = self.atom_terms(z)
-        scalar = loop_filter(self, rbf_fn, z_recv)[0] * (z_recv + z_send)
-        messages = torch.cat((scalar[:, None], z_recv.new_zeros(len(z), 9, F)), 1)
+        unit = pairs.vec / pairs.distance.clamp(min=torch.finfo(pairs.distance.dtype).tiny)[:, None]
 
-        if filters is None:
-            pair_args = (pairs.vec, pairs.distance)
+        def row_messages(pair, sender, sign, z_recv_rows):
+            rows = ReceiverSlots(pair, sender, sign)
+            return (self.slot_messages(rbf_fn, rows, z_recv_rows, unit, pairs.distance, z_send, filters),)
 
-            def pair_messages(*args):
-                return self.pair_messages(rbf_fn, *args)
+        if tracing():  # static shapes: one edge a row, summed by a scatter
+            rows, receiver = edge_rows(pairs.first, pairs.second, z_recv.dtype)
+            (per_edge,) = row_messages(*rows, z_recv[receiver])
+            messages = z_recv.new_zeros(n_atoms, 10, F).index_add(0, receiver, per_edge)
         else:
-            pair_args = (filters, pairs.vec, pairs.distance)
-            pair_messages = self.filtered_pair_messages
-        (messages,) = sum_pair_messages(
-            pair_messages, pairs, pair_args, (z_recv, z_send), (messages,),
-            chunk_size=CACHE_CHUNK,
-            # Radial weights and pair factors kept for backward: about 30 F values per pair.
-            segment_size=recompute_segment(pairs.first.shape[0], 30 * F, memory_budget),
-        )
+            slots = receiver_slots(pairs.first, pairs.second, n_atoms, z_recv.dtype)
+            # Kept for backward per slot: three radial weights, their slopes, the type terms: about 7 F values.
+            width = slots.pair.shape[1]
+            segment = recompute_segment(n_atoms * width, 7 * F, memory_budget)
+            chunk = None if segment is None else max(1, segment // width)
+            (messages,) = map_atoms(row_messages, (*slots, z_recv), segment is not None, chunk)
+        scalar = loop_filter(self, rbf_fn, z_recv)[0] * (z_recv + z_send)
+        messages = messages + torch.cat((scalar[:, None], z_recv.new_zeros(n_atoms, 9, F)), 1)
         (X,) = map_atoms(self.to_tensor, (messages,), recompute)
         return X
 
@@ -215,7 +223,7 @@ class Interaction(nn.Module):
         """Neighbour features [N, 10, F] spread over the pairs ``first``, ``second`` [P] (both
         directions) with this layer's radial filter at ``distance`` [P]."""
         filters = self.pair_filter(rbf_fn, distance)
-        return (spread(filters, features, first, second, ca.component_group(features.device)),)
+        return (spread(filters, features, first, second, ca.PART_SIZES),)
 
     def mix(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Atom-local: components [n, 10, F] -> the normalised X/(|X|^2 + 1) and its mixed parts
@@ -270,7 +278,7 @@ class Interaction(nn.Module):
             return self.filtered_messages(rbf_fn, first, second, distance, features)
 
         if filters is not None:
-            messages = spread(filters, features, pairs.first, pairs.second, ca.component_group(features.device))
+            messages = spread(filters, features, pairs.first, pairs.second, ca.PART_SIZES)
         elif segment_size is None:
             (messages,) = filtered_messages(pairs.first, pairs.second, pairs.distance, features)
         else:

@@ -123,6 +123,25 @@ def test_calculator_passes_radial_through(data_dir):
     assert radial_tables(calc.model) == []
 
 
+def test_a_grouped_lookup_is_the_tables_channel_blocks():
+    """Blocks equal to the full lookup's; gradients of blocks used apart (one unused) equal
+    the full lookup's; the blocks follow a change of the coefficients."""
+    f = _filters()[0]  # the embedding's filter: 3 F channels
+    table = build_radial_table(f.fn, f.lower, f.upper, 64, f.rate, f.path, f.zero_outside)
+    d = (torch.rand(300, dtype=torch.float64) * 4.2).requires_grad_()
+    full = table(d)
+    blocks = table.grouped(d, 3)
+    for block, expected in zip(blocks, full.chunk(3, 1), strict=True):
+        torch.testing.assert_close(block, expected, rtol=0, atol=0)
+    weights = torch.randn_like(full)
+    (grad,) = torch.autograd.grad((blocks[0] * weights[:, :16]).sum() + (blocks[2] * weights[:, 32:]).sum(), d)
+    weights[:, 16:32] = 0
+    (expected,) = torch.autograd.grad((table(d) * weights).sum(), d)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+    table.coefficients = 2 * table.coefficients
+    torch.testing.assert_close(table.grouped(d.detach(), 3)[1], 2 * full[:, 16:32].detach(), rtol=0, atol=0)
+
+
 def test_a_stacked_table_is_its_tables_side_by_side():
     filters = _filters()
     tables = [build_radial_table(f.fn, f.lower, f.upper, 64, f.rate, f.path, f.zero_outside) for f in filters]

@@ -37,7 +37,6 @@ def _batch(dtype):
 @pytest.mark.parametrize("group", ["O(3)", "SO(3)"])
 @pytest.mark.parametrize("cutoff_lower", [0.0, 0.8])
 def test_features_and_gradients_match(dtype, budget, group, cutoff_lower, monkeypatch):
-    monkeypatch.setattr(tensornet, "CACHE_CHUNK", 4)
     monkeypatch.setattr(pair_ops, "CHUNK", 5)
     monkeypatch.setattr(atom_chunks, "ATOM_CHUNK", 4)
     reference, ours = _pair(dtype, 1, equivariance_invariance_group=group, cutoff_lower=cutoff_lower)
@@ -58,7 +57,6 @@ def test_features_and_gradients_match(dtype, budget, group, cutoff_lower, monkey
 def test_force_loss_parameter_gradients_match(budget, monkeypatch):
     """Double backward (training on forces) through the pair ops, stored or recomputed."""
     dtype = torch.float64
-    monkeypatch.setattr(tensornet, "CACHE_CHUNK", 4)
     monkeypatch.setattr(atom_chunks, "ATOM_CHUNK", 4)
     reference, ours = _pair(dtype, 2)
     ours.memory_budget = budget or ours.memory_budget
