@@ -36,7 +36,9 @@ def _batch(dtype):
 @pytest.mark.parametrize("budget", [None, 2000], ids=["stored", "recomputed"])
 @pytest.mark.parametrize("group", ["O(3)", "SO(3)"])
 @pytest.mark.parametrize("cutoff_lower", [0.0, 0.8])
-def test_features_and_gradients_match(dtype, budget, group, cutoff_lower, monkeypatch):
+@pytest.mark.parametrize("species_sums", [False, True], ids=["per-slot", "per-species"])
+def test_features_and_gradients_match(dtype, budget, group, cutoff_lower, species_sums, monkeypatch):
+    monkeypatch.setattr(tensornet, "SPECIES_SUM_FRACTION", 1e9 if species_sums else 0.0)
     monkeypatch.setattr(pair_ops, "CHUNK", 5)
     monkeypatch.setattr(atom_chunks, "ATOM_CHUNK", 4)
     reference, ours = _pair(dtype, 1, equivariance_invariance_group=group, cutoff_lower=cutoff_lower)
@@ -54,8 +56,10 @@ def test_features_and_gradients_match(dtype, budget, group, cutoff_lower, monkey
 
 
 @pytest.mark.parametrize("budget", [None, 2000], ids=["stored", "recomputed"])
-def test_force_loss_parameter_gradients_match(budget, monkeypatch):
+@pytest.mark.parametrize("species_sums", [False, True], ids=["per-slot", "per-species"])
+def test_force_loss_parameter_gradients_match(budget, species_sums, monkeypatch):
     """Double backward (training on forces) through the pair ops, stored or recomputed."""
+    monkeypatch.setattr(tensornet, "SPECIES_SUM_FRACTION", 1e9 if species_sums else 0.0)
     dtype = torch.float64
     monkeypatch.setattr(atom_chunks, "ATOM_CHUNK", 4)
     reference, ours = _pair(dtype, 2)
