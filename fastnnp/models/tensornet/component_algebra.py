@@ -18,8 +18,7 @@ from torch import Tensor, nn
 # Component -> its part (0 I, 1 A, 2 S): the weight group of each component.
 PART_OF_COMPONENT = (0, 1, 1, 1, 2, 2, 2, 2, 2, 2)
 COMPONENT_GROUP = torch.tensor(PART_OF_COMPONENT)
-# The I, A (vector) and S (six entries) parts of the component axis.
-PARTS = (slice(0, 1), slice(1, 4), slice(4, 10))
+# The sizes of the I, A (vector) and S (six entries) parts of the component axis.
 PART_SIZES = (1, 3, 6)
 # Sign of each component under X -> X^T (A flips): the message to the other end of a pair.
 TRANSPOSE_SIGN = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
@@ -150,4 +149,6 @@ def transposed(components: Tensor) -> Tensor:
 
 def mix_parts(components: Tensor, linears: nn.ModuleList) -> Tensor:
     """The three bias-free channel-mixing linears (I, A, S) on their parts of components [n, 10, F]."""
-    return torch.cat([linear(components[:, part]) for linear, part in zip(linears, PARTS, strict=True)], 1)
+    # one split (its backward one cat), not three slices (each a zero-filled full-size gradient)
+    parts = components.split(PART_SIZES, 1)
+    return torch.cat([linear(part) for linear, part in zip(linears, parts, strict=True)], 1)

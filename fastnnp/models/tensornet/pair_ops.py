@@ -55,6 +55,30 @@ def _contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, siz
     return out
 
 
+def _spread_backward(
+    weights: Tensor, features: Tensor, grad: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    """(``_contract(grad, features)``, ``_spread(weights, grad)``) in one pass over the pairs:
+    each chunk's rows of ``grad`` are gathered once for both (four gathers a chunk, not six)."""
+    group = _group_index(sizes, grad.device)
+    ends = itertools.accumulate(sizes)
+    runs = [(k, end - size, end) for k, (size, end) in enumerate(zip(sizes, ends))]
+    grad_w = grad.new_zeros(first.shape[0], len(sizes), grad.shape[-1])
+    grad_t = torch.zeros_like(features)
+    for start in range(0, first.shape[0], CHUNK):
+        i, j = first[start : start + CHUNK], second[start : start + CHUNK]
+        w = weights[start : start + CHUNK]
+        grad_i, grad_j = grad.index_select(0, i), grad.index_select(0, j)
+        products = features.index_select(0, j).mul_(grad_i)
+        products.addcmul_(features.index_select(0, i), grad_j)
+        grad_w[start : start + CHUNK].index_add_(1, group, products)
+        for target, gathered in ((i, grad_j), (j, grad_i)):
+            for k, lo, hi in runs:
+                gathered[:, lo:hi].mul_(w[:, k : k + 1])
+            grad_t.index_add_(0, target, gathered)
+    return grad_w, grad_t
+
+
 class Spread(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weights, features, first, second, sizes):
@@ -65,6 +89,9 @@ class Spread(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weights, features, first, second = ctx.saved_tensors
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and not torch.is_grad_enabled():
+            # no graph of this backward is wanted (no double backward): one fused pass
+            return *_spread_backward(weights, features, grad, first, second, ctx.sizes), None, None, None
         grad_w = Contract.apply(grad, features, first, second, ctx.sizes) if ctx.needs_input_grad[0] else None
         grad_t = Spread.apply(weights, grad, first, second, ctx.sizes) if ctx.needs_input_grad[1] else None
         return grad_w, grad_t, None, None, None

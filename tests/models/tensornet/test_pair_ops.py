@@ -53,3 +53,20 @@ def test_first_and_second_derivatives(graph, op):
         fn, inputs = (lambda y, x: contract(y, x, first, second, SIZES)), (g, t)
     assert torch.autograd.gradcheck(fn, inputs)
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def test_fused_backward_equals_the_composed_one(graph):
+    """Without create_graph, spread's backward is one fused pass; with it, contract and spread."""
+    n_atoms, first, second = graph
+    a = torch.randn(len(first), 3, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(n_atoms, 6, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(n_atoms, 6, 4, dtype=torch.float64)
+    fused = torch.autograd.grad(spread(a, t, first, second, SIZES), (a, t), g)
+    composed = torch.autograd.grad(spread(a, t, first, second, SIZES), (a, t), g, create_graph=True)
+    for x, y in zip(fused, composed, strict=True):
+        torch.testing.assert_close(x, y.detach(), rtol=1e-12, atol=1e-12)
+    w = a.detach()
+    products = g[first] * t[second] + g[second] * t[first]
+    expected_w = torch.stack([products[:, GROUP == k].sum(1) for k in range(3)], dim=1)
+    torch.testing.assert_close(fused[0], expected_w.detach())
+    torch.testing.assert_close(fused[1], _spread_reference(w, g, first, second))
