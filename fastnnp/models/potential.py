@@ -61,6 +61,8 @@ class NeuralPotential(nn.Module):
         self.register_buffer("std", torch.scalar_tensor(1, dtype=dtype))
         self.register_buffer("default_box", default_box, persistent=False)
         self._one_system: Optional[Tensor] = None  # the batch of a call without one, kept (see _checked)
+        # (the representation, its submodules with a table_search) for _planned_searches: walked once
+        self._search_owners: Optional[tuple] = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -239,7 +241,11 @@ class NeuralPotential(nn.Module):
 
     def _planned_searches(self) -> list:
         """The Triton representations' planned search hooks (:func:`fastnnp.status.is_planned`)."""
-        hooks = (getattr(module, "table_search", None) for module in self.modules())
+        owners = self._search_owners
+        if owners is None or owners[0] is not self.representation_model:
+            owners = (self.representation_model, [m for m in self.modules() if hasattr(m, "table_search")])
+            self._search_owners = owners
+        hooks = (module.table_search for module in owners[1])
         return [hook for hook in hooks if is_planned(hook)]
 
     @property
