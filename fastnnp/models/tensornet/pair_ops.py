@@ -25,9 +25,11 @@ CHUNK = 512
 
 
 @functools.lru_cache(maxsize=16)
-def _group_index(sizes: tuple[int, ...], device: torch.device) -> Tensor:
-    """The weight group of each component [C] for runs of ``sizes`` components."""
-    return torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)], device=device)
+def _group_sums(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[G, C]: 1 where component c is in group k's run of ``sizes`` components (the group sums
+    of [.., C, F] products as one ``bmm``)."""
+    group = torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)])
+    return (torch.arange(len(sizes))[:, None] == group[None]).to(dtype=dtype, device=device)
 
 
 def _spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
@@ -45,13 +47,13 @@ def _spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, si
 
 
 def _contract(grad: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    group = _group_index(sizes, grad.device)
-    out = grad.new_zeros(first.shape[0], len(sizes), grad.shape[-1])
+    sums = _group_sums(sizes, grad.dtype, grad.device)
+    out = grad.new_empty(first.shape[0], len(sizes), grad.shape[-1])
     for start in range(0, first.shape[0], CHUNK):
         i, j = first[start : start + CHUNK], second[start : start + CHUNK]
         products = grad.index_select(0, i).mul_(features.index_select(0, j))
         products.add_(grad.index_select(0, j).mul_(features.index_select(0, i)))
-        out[start : start + CHUNK].index_add_(1, group, products)
+        torch.bmm(sums.expand(products.shape[0], -1, -1), products, out=out[start : start + CHUNK])
     return out
 
 
@@ -60,10 +62,10 @@ def _spread_backward(
 ) -> tuple[Tensor, Tensor]:
     """(``_contract(grad, features)``, ``_spread(weights, grad)``) in one pass over the pairs:
     each chunk's rows of ``grad`` are gathered once for both (four gathers a chunk, not six)."""
-    group = _group_index(sizes, grad.device)
+    sums = _group_sums(sizes, grad.dtype, grad.device)
     ends = itertools.accumulate(sizes)
     runs = [(k, end - size, end) for k, (size, end) in enumerate(zip(sizes, ends))]
-    grad_w = grad.new_zeros(first.shape[0], len(sizes), grad.shape[-1])
+    grad_w = grad.new_empty(first.shape[0], len(sizes), grad.shape[-1])
     grad_t = torch.zeros_like(features)
     for start in range(0, first.shape[0], CHUNK):
         i, j = first[start : start + CHUNK], second[start : start + CHUNK]
@@ -71,7 +73,7 @@ def _spread_backward(
         grad_i, grad_j = grad.index_select(0, i), grad.index_select(0, j)
         products = features.index_select(0, j).mul_(grad_i)
         products.addcmul_(features.index_select(0, i), grad_j)
-        grad_w[start : start + CHUNK].index_add_(1, group, products)
+        torch.bmm(sums.expand(products.shape[0], -1, -1), products, out=grad_w[start : start + CHUNK])
         for target, gathered in ((i, grad_j), (j, grad_i)):
             for k, lo, hi in runs:
                 gathered[:, lo:hi].mul_(w[:, k : k + 1])
