@@ -89,15 +89,12 @@ class RadialTable(nn.Module):
         return self.coefficients.shape[2]
 
     def forward(self, d: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and d.requires_grad:
-            return _TableLookup.apply(d, self)
-        return self.value_and_slope(d, slope=False)[0]
+        return self.grouped(d, 1)[0]
 
     def value_and_slope(self, d: Tensor, slope: bool = True) -> tuple[Tensor, Optional[Tensor]]:
         """f(d) and (with ``slope``) f'(d), [P, C] each, from the same polynomial, without an
         autograd graph: two weighted gathers of the pieces' rows (``embedding_bag``)."""
-        weights = self.coefficients.to(d.dtype).view(-1, self.channels)
-        (value,), slopes = self._lookup(d, (weights,), slope)
+        (value,), slopes = self._lookup(d, self._blocks(1, d.dtype), slope)
         return value, None if slopes is None else slopes[0]
 
     def grouped(self, d: Tensor, groups: int) -> tuple[Tensor, ...]:
@@ -110,7 +107,9 @@ class RadialTable(nn.Module):
 
     def _blocks(self, groups: int, dtype: torch.dtype) -> tuple[Tensor, ...]:
         """The coefficients' ``groups`` channel blocks as contiguous [pieces x 4, C / groups]
-        copies in ``dtype``, made once per coefficient tensor."""
+        copies in ``dtype``, made once per coefficient tensor (one block: a view, no copy)."""
+        if groups == 1:
+            return (self.coefficients.to(dtype).view(-1, self.channels),)
         key = (groups, dtype, self.coefficients.data_ptr(), self.coefficients.device)
         if self._block_cache is None or self._block_cache[0] != key:
             flat = self.coefficients.to(dtype).view(-1, self.channels)
@@ -160,24 +159,9 @@ class RadialTable(nn.Module):
         )
 
 
-class _TableLookup(torch.autograd.Function):
-    """f(d) with f'(d) saved for backward: grad_d = sum_c grad_c f'_c(d)."""
-
-    @staticmethod
-    def forward(ctx, d: Tensor, table: RadialTable) -> Tensor:
-        value, slope = table.value_and_slope(d)
-        ctx.save_for_backward(slope)
-        return value
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        (slope,) = ctx.saved_tensors
-        return torch.einsum("pc,pc->p", grad, slope), None
-
-
 class _GroupedTableLookup(torch.autograd.Function):
-    """The channel blocks of f(d), each its own output, their slopes saved for backward."""
+    """The channel blocks of f(d), each its own output, their slopes f'(d) saved for backward:
+    grad_d = sum over blocks and channels of grad_c f'_c(d)."""
 
     @staticmethod
     def forward(ctx, d: Tensor, table: RadialTable, blocks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
