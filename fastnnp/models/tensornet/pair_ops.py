@@ -32,17 +32,19 @@ def _group_sums(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device
     return (torch.arange(len(sizes))[:, None] == group[None]).to(dtype=dtype, device=device)
 
 
+def _weigh_runs(gathered: Tensor, weights: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    """``gathered`` [c, C, F] with each run of ``sizes`` components times its group's ``weights``
+    [c, G, F], in place: no [c, C, F] copy of the weights."""
+    for k, end in enumerate(itertools.accumulate(sizes)):
+        gathered[:, end - sizes[k] : end].mul_(weights[:, k : k + 1])
+    return gathered
+
+
 def _spread(weights: Tensor, features: Tensor, first: Tensor, second: Tensor, sizes: tuple[int, ...]) -> Tensor:
     out = torch.zeros_like(features)
-    ends = itertools.accumulate(sizes)
-    runs = [(k, end - size, end) for k, (size, end) in enumerate(zip(sizes, ends))]
     for i, j, w in zip(first.split(CHUNK), second.split(CHUNK), weights.split(CHUNK)):
         for target, source in ((i, j), (j, i)):
-            gathered = features.index_select(0, source)
-            # each run times its group's weights in place: no [chunk, C, F] copy of the weights
-            for k, start, end in runs:
-                gathered[:, start:end].mul_(w[:, k : k + 1])
-            out.index_add_(0, target, gathered)
+            out.index_add_(0, target, _weigh_runs(features.index_select(0, source), w, sizes))
     return out
 
 
@@ -63,8 +65,6 @@ def _spread_backward(
     """(``_contract(grad, features)``, ``_spread(weights, grad)``) in one pass over the pairs:
     each chunk's rows of ``grad`` are gathered once for both (four gathers a chunk, not six)."""
     sums = _group_sums(sizes, grad.dtype, grad.device)
-    ends = itertools.accumulate(sizes)
-    runs = [(k, end - size, end) for k, (size, end) in enumerate(zip(sizes, ends))]
     grad_w = grad.new_empty(first.shape[0], len(sizes), grad.shape[-1])
     grad_t = torch.zeros_like(features)
     for start in range(0, first.shape[0], CHUNK):
@@ -75,9 +75,7 @@ def _spread_backward(
         products.addcmul_(features.index_select(0, i), grad_j)
         torch.bmm(sums.expand(products.shape[0], -1, -1), products, out=grad_w[start : start + CHUNK])
         for target, gathered in ((i, grad_j), (j, grad_i)):
-            for k, lo, hi in runs:
-                gathered[:, lo:hi].mul_(w[:, k : k + 1])
-            grad_t.index_add_(0, target, gathered)
+            grad_t.index_add_(0, target, _weigh_runs(gathered, w, sizes))
     return grad_w, grad_t
 
 
