@@ -164,11 +164,6 @@ class TensorEmbedding(nn.Module):
         F = self.hidden_channels
         n_atoms = z.shape[0]
         z_recv, z_send = self.atom_terms(z)
-        if tracing():  # the species present are data-dependent: every atom its own
-            species, z_send_present = torch.arange(n_atoms, device=z.device), z_send
-        else:
-            present, species = torch.unique(z, return_inverse=True)
-            z_send_present = self.atom_terms(present)[1]
         unit = pairs.vec / pairs.distance.clamp(min=torch.finfo(pairs.distance.dtype).tiny)[:, None]
 
         def row_messages(pair, sender, sign, z_recv_rows):
@@ -177,11 +172,16 @@ class TensorEmbedding(nn.Module):
                 self.slot_messages(rbf_fn, rows, z_recv_rows, unit, pairs.distance, species, z_send_present, filters),
             )
 
-        if tracing():  # static shapes: one edge a row, summed by a scatter
+        if tracing():
+            # static shapes: one edge a row, summed by a scatter; every atom its own species (the
+            # species present are data-dependent)
+            species, z_send_present = torch.arange(n_atoms, device=z.device), z_send
             rows, receiver = edge_rows(pairs.first, pairs.second, z_recv.dtype)
             (per_edge,) = row_messages(*rows, z_recv[receiver])
             messages = z_recv.new_zeros(n_atoms, 10, F).index_add(0, receiver, per_edge)
         else:
+            present, species = torch.unique(z, return_inverse=True)
+            z_send_present = self.atom_terms(present)[1]
             slots = receiver_slots(pairs.first, pairs.second, n_atoms, z_recv.dtype)
             # Kept for backward per slot: three radial weights, their slopes, the type terms: about 7 F values.
             width = slots.pair.shape[1]
